@@ -1,0 +1,89 @@
+"""`explain`: every policy, whether it applies to a VMI, its score, and why it wins or loses."""
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from app.policy import Policy
+from app.precedence import Precedence, precedence_key
+
+
+@dataclass(frozen=True)
+class Verdict:
+    policy: Policy
+    applies: bool
+    reason: str
+    wins: bool = False
+
+
+def _mismatch(policy: Policy, vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str]) -> str:
+    """Why a policy does not apply: its first selector pair the labels lack."""
+    if not policy.has_selectors:
+        return "has no spec.selectors, so it applies to nothing"
+    for what, selector, labels in (
+        ("VMI", policy.vmi_selector, vmi_labels),
+        ("namespace", policy.namespace_selector, ns_labels),
+    ):
+        for key, value in sorted(selector.items()):
+            if key not in labels:
+                return f"wants {what} label {key}={value!r}, the {what} has no label {key}"
+            if labels[key] != value:
+                return f"wants {what} label {key}={value!r}, the {what} has {labels[key]!r}"
+    return "applies"
+
+
+def _why_loses(loser: Policy, winner: Policy, mode: Precedence) -> str:
+    if loser.score != winner.score:
+        return f"loses to {winner.name}: lower score ({loser.score} < {winner.score})"
+    if mode is Precedence.KUBEVIRT and len(loser.vmi_selector) != len(winner.vmi_selector):
+        return (f"loses to {winner.name}: same score, fewer VMI labels "
+                f"({len(loser.vmi_selector)} < {len(winner.vmi_selector)})")
+    if mode is Precedence.DOCUMENTED and loser.sorted_keys != winner.sorted_keys:
+        return (f"loses to {winner.name}: same score, its keys [{', '.join(loser.sorted_keys)}] "
+                f"sort after [{', '.join(winner.sorted_keys)}]")
+    return f"loses to {winner.name}: ties on everything else, its name sorts after"
+
+
+def explain(
+    policies: Iterable[Policy], vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str],
+    mode: Precedence,
+) -> list[Verdict]:
+    """One verdict per policy: the winner first, then the other applicable ones, then the rest."""
+    policies = list(policies)
+    applicable = sorted(
+        (policy for policy in policies if policy.applies_to(vmi_labels, ns_labels)),
+        key=lambda policy: precedence_key(policy, mode),
+    )
+    applying = {policy.name for policy in applicable}
+    verdicts: list[Verdict] = []
+    if applicable:
+        winner = applicable[0]
+        rivals = len(applicable) - 1
+        reason = f"takes precedence over {rivals} other applicable" if rivals else "only match"
+        verdicts.append(Verdict(winner, True, reason, wins=True))
+        verdicts += [Verdict(policy, True, _why_loses(policy, winner, mode))
+                     for policy in applicable[1:]]
+    verdicts += [
+        Verdict(policy, False, _mismatch(policy, vmi_labels, ns_labels))
+        for policy in sorted(policies, key=lambda policy: policy.name)
+        if policy.name not in applying
+    ]
+    return verdicts
+
+
+def format_labels(labels: Mapping[str, str]) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in sorted(labels.items())) or "(none)"
+
+
+def format_verdicts(verdicts: list[Verdict]) -> str:
+    """A table a person reads in a terminal."""
+    rows = [("POLICY", "APPLIES", "SCORE", "DECISION")]
+    for verdict in verdicts:
+        decision = ("WINS: " if verdict.wins else "") + verdict.reason
+        rows.append((verdict.policy.name, "yes" if verdict.applies else "no",
+                     str(verdict.policy.score), decision))
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
+        + "  " + row[3]
+        for row in rows
+    )

@@ -1,0 +1,89 @@
+"""A MigrationPolicy as matching and stamping need it: name, selectors, settings."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+# The settings a policy may set, in the order annotations are written.
+SETTINGS = (
+    "allowAutoConverge",
+    "bandwidthPerMigration",
+    "completionTimeoutPerGiB",
+    "maxDowntimeMs",
+    "allowPostCopy",
+    "allowWorkloadDisruption",
+)
+EXPERIMENTAL = "experimental"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """One policy. `selectors is None` means the policy has none and applies to nothing."""
+
+    name: str
+    namespace_selector: Mapping[str, str] = field(default_factory=dict)
+    vmi_selector: Mapping[str, str] = field(default_factory=dict)
+    has_selectors: bool = True
+    spec: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def score(self) -> int:
+        """The number of label pairs in both selectors."""
+        return len(self.namespace_selector) + len(self.vmi_selector)
+
+    @property
+    def sorted_keys(self) -> tuple[str, ...]:
+        """The selector keys of both selectors together, sorted (documented tie-break)."""
+        return tuple(sorted([*self.namespace_selector, *self.vmi_selector]))
+
+    def selectors_key(self) -> tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]]]:
+        """A hashable form of both selectors, to find policies with equal selectors."""
+        return frozenset(self.namespace_selector.items()), frozenset(self.vmi_selector.items())
+
+    def applies_to(self, vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str]) -> bool:
+        """Whether every pair of both selectors is among the labels (a plain check)."""
+        return self.has_selectors and all(
+            key in ns_labels and ns_labels[key] == value
+            for key, value in self.namespace_selector.items()
+        ) and all(
+            key in vmi_labels and vmi_labels[key] == value
+            for key, value in self.vmi_selector.items()
+        )
+
+    def settings(self) -> dict[str, str]:
+        """The settings the policy sets, as annotation values.
+
+        A policy that sets allowPostCopy but not allowWorkloadDisruption yields
+        allowWorkloadDisruption equal to allowPostCopy, as KubeVirt applies it.
+        """
+        values = {name: self.spec[name] for name in SETTINGS if self.spec.get(name) is not None}
+        if "allowPostCopy" in values and "allowWorkloadDisruption" not in values:
+            values["allowWorkloadDisruption"] = values["allowPostCopy"]
+        shown = {name: _annotation_value(values[name]) for name in SETTINGS if name in values}
+        experimental = self.spec.get(EXPERIMENTAL)
+        if experimental is not None:
+            shown[EXPERIMENTAL] = orjson.dumps(experimental, option=orjson.OPT_SORT_KEYS).decode()
+        return shown
+
+
+def _annotation_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def policy_from_object(obj: Mapping[str, Any]) -> Policy:
+    """Build a Policy from a MigrationPolicy object that has passed validation."""
+    metadata = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    selectors = spec.get("selectors")
+    if not isinstance(selectors, dict):
+        return Policy(name=metadata.get("name", ""), has_selectors=False, spec=spec)
+    return Policy(
+        name=metadata.get("name", ""),
+        namespace_selector=dict(selectors.get("namespaceSelector") or {}),
+        vmi_selector=dict(selectors.get("virtualMachineInstanceSelector") or {}),
+        spec=spec,
+    )

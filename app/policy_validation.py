@@ -1,0 +1,207 @@
+"""The MigrationPolicy schema and its validation: add a new MigrationPolicy field here.
+
+The rules are KubeVirt's (types in kubevirt.io/api/migrations/v1alpha1 and core/v1,
+admitter migrationpolicy-admitter.go) plus the API schema's; the words are ours.
+"""
+
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from app.feature_gates import MIGRATION_DOWNTIME_TUNING, MIGRATION_STALL_DETECTION
+from app.findings import CauseType, Findings, quote
+from app.labels import dns1123_subdomain_problems
+from app.quantity import MEBI, QuantityError, parse_quantity
+from app.schema import Boolean, Context, Enum, Integer, LabelMap, Object, Quantity
+
+GROUP = "migrations.kubevirt.io"
+KIND = "MigrationPolicy"
+RESOURCE = "migrationpolicies"
+VERSIONS = ("v1alpha1", "v1beta1")
+API_VERSIONS = tuple(f"{GROUP}/{version}" for version in VERSIONS)
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+SELECTORS = Object({
+    "namespaceSelector": LabelMap(),
+    "virtualMachineInstanceSelector": LabelMap(),
+})
+
+STALL_DETECTOR = Object(
+    {
+        "stallMargin": Integer(0, 100, "percent", 4),
+        "ewmaAlpha": Quantity(Decimal(0), "\"0.4\"", maximum=Decimal(1),
+                              exclusive_minimum=True, max_decimal_places=3),
+        "stallProgressTimeout": Integer(0, INT64_MAX, "seconds", 40),
+        "switchoverTimeout": Integer(0, INT64_MAX, "seconds", 60),
+        "precopyPossibleFactor": Quantity(Decimal(1), "\"1.5\"", max_decimal_places=3),
+        "patienceWindowDecayFactor": Quantity(Decimal(0), "\"0.5\"", maximum=Decimal(1),
+                                              max_decimal_places=3),
+        "searchLocalMinima": Boolean(),
+        "completionTimeoutFactor": Quantity(Decimal(1), "\"2\"", max_decimal_places=3),
+    },
+    gates=(MIGRATION_STALL_DETECTION,),
+)
+
+DOWNTIME_TUNING = Object(
+    {
+        "initialMs": Integer(1, INT64_MAX, "milliseconds", 150),
+        "steps": Integer(1, INT32_MAX, "steps", 7),
+        "startAfterIteration": Integer(1, INT64_MAX, "iterations", 3),
+        "cooldownSeconds": Integer(1, INT32_MAX, "seconds", 10),
+    },
+    gates=(MIGRATION_DOWNTIME_TUNING,),
+)
+
+EXPERIMENTAL = Object({
+    "stallDetector": STALL_DETECTOR,
+    "downtimeTuning": DOWNTIME_TUNING,
+    "compression": Enum(("none", "zstd")),
+})
+
+SPEC = Object(
+    {
+        "selectors": SELECTORS,
+        "allowAutoConverge": Boolean(),
+        "bandwidthPerMigration": Quantity(Decimal(0), "64Mi", zero_means="unlimited"),
+        "completionTimeoutPerGiB": Integer(0, INT64_MAX, "seconds per GiB", 150),
+        "maxDowntimeMs": Integer(1, 2_000_000, "milliseconds", 900,
+                                 gates=(MIGRATION_STALL_DETECTION, MIGRATION_DOWNTIME_TUNING)),
+        "allowPostCopy": Boolean(),
+        "allowWorkloadDisruption": Boolean(),
+        "experimental": EXPERIMENTAL,
+    },
+    required=frozenset({"selectors"}),
+)
+
+TOP_LEVEL_FIELDS = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
+
+SameSelectors = Callable[[str, Mapping[str, Any]], list[str]]
+"""Given a policy's name and selectors, the names of other policies with equal selectors."""
+
+
+def validate_policy(
+    policy: Mapping[str, Any],
+    *,
+    old: Mapping[str, Any] | None = None,
+    feature_gates: frozenset[str] = frozenset(),
+    same_selectors: SameSelectors | None = None,
+    deny_duplicate_selectors: bool = False,
+) -> Findings:
+    """Every problem with `policy` at once, and the warnings for what is legal but suspect."""
+    findings = Findings()
+    ctx = Context(feature_gates, findings)
+    _check_type_meta(policy, findings)
+    name = _check_name(policy.get("metadata"), findings)
+    for unknown in sorted(set(policy) - TOP_LEVEL_FIELDS):
+        findings.add(CauseType.NOT_SUPPORTED, unknown,
+                     f"unknown field {quote(unknown)}: a MigrationPolicy has "
+                     "apiVersion, kind, metadata and spec")
+    spec = policy.get("spec")
+    if spec is None:
+        findings.add(CauseType.REQUIRED, "spec",
+                     "is required: add spec with selectors (use {} to match every VMI)")
+        return findings
+    old_spec = (old or {}).get("spec")
+    SPEC.check(spec, old_spec, "spec", ctx)
+    if not isinstance(spec, dict):
+        return findings
+    _check_exclusive_experimental(spec, findings)
+    _warn(spec, findings)
+    selectors = spec.get("selectors")
+    if same_selectors is not None and name and _is_well_formed(selectors, findings):
+        _check_duplicates(name, selectors, same_selectors, deny_duplicate_selectors, findings)
+    return findings
+
+
+def _check_type_meta(policy: Mapping[str, Any], findings: Findings) -> None:
+    kind = policy.get("kind")
+    if kind is not None and kind != KIND:
+        findings.add(CauseType.INVALID, "kind", f"{quote(kind)} is not {KIND}")
+    api_version = policy.get("apiVersion")
+    if api_version is not None and api_version not in API_VERSIONS:
+        choices = " or ".join(API_VERSIONS)
+        findings.add(CauseType.NOT_SUPPORTED, "apiVersion",
+                     f"{quote(api_version)} is not supported: use {choices}")
+
+
+def _check_name(metadata: Any, findings: Findings) -> str | None:
+    if not isinstance(metadata, dict):
+        findings.add(CauseType.REQUIRED, "metadata.name", "is required: name the policy")
+        return None
+    name = metadata.get("name")
+    if name is None:
+        if not metadata.get("generateName"):
+            findings.add(CauseType.REQUIRED, "metadata.name", "is required: name the policy")
+        return None
+    if not isinstance(name, str):
+        findings.add(CauseType.TYPE_INVALID, "metadata.name",
+                     f"must be a string, got {quote(name)}")
+        return None
+    for problem in dns1123_subdomain_problems(name):
+        findings.add(CauseType.INVALID, "metadata.name", f"{quote(name)} {problem}")
+    return name
+
+
+def _check_exclusive_experimental(spec: Mapping[str, Any], findings: Findings) -> None:
+    experimental = spec.get("experimental")
+    if (
+        isinstance(experimental, dict)
+        and experimental.get("stallDetector") is not None
+        and experimental.get("downtimeTuning") is not None
+    ):
+        findings.add(
+            CauseType.INVALID, "spec.experimental",
+            "stallDetector and downtimeTuning cannot both be set "
+            "(stall detection manages its own downtime schedule): keep one of them",
+        )
+
+
+def _is_well_formed(value: Any, findings: Findings) -> bool:
+    """Whether `value` is a selectors object on which validation found nothing."""
+    return isinstance(value, dict) and not any(
+        cause.field.startswith("spec.selectors") for cause in findings.causes
+    )
+
+
+def _warn(spec: Mapping[str, Any], findings: Findings) -> None:
+    selectors = spec.get("selectors")
+    if _is_well_formed(selectors, findings) and not any(selectors.values()):
+        findings.warn("spec.selectors is empty, so this policy applies to every VMI "
+                      "in every namespace")
+    bandwidth = spec.get("bandwidthPerMigration")
+    if isinstance(bandwidth, int | str) and not isinstance(bandwidth, bool):
+        try:
+            quantity = parse_quantity(str(bandwidth))
+        except QuantityError:
+            return
+        if 0 < quantity.value < MEBI:
+            findings.warn(f"spec.bandwidthPerMigration {quote(bandwidth)} is below 1Mi "
+                          "per second: KubeVirt raises it to 1Mi")
+        if quantity.fractional_exponent:
+            findings.warn(f"spec.bandwidthPerMigration {quote(bandwidth)} has a fractional "
+                          "exponent, which Kubernetes' Go parser refuses")
+
+
+def _check_duplicates(
+    name: str,
+    selectors: Mapping[str, Any],
+    same_selectors: SameSelectors,
+    deny: bool,
+    findings: Findings,
+) -> None:
+    others = [other for other in same_selectors(name, selectors) if other != name]
+    if not others:
+        return
+    other = min(others)
+    winner = min(name, other)
+    if deny:
+        findings.add(
+            CauseType.INVALID, "spec.selectors",
+            f"equal to the selectors of policy {quote(other)}: two policies must not have "
+            "the same selectors, change them or merge the policies",
+        )
+    else:
+        findings.warn(f"spec.selectors equal policy {quote(other)}'s: "
+                      f"{quote(winner)} takes precedence (its name sorts first)")

@@ -1,0 +1,151 @@
+"""Cluster state from a directory of manifests (`--state DIR`), reloaded when files change.
+
+The directory is read whole into a new snapshot which then replaces the old one, so a
+request never sees half a reload. A broken file, or an invalid MigrationPolicy, is logged
+and the last good snapshot stays in force.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.feature_gates import KNOWN_FEATURE_GATES
+from app.manifests import Document, ManifestError, manifest_files, read_documents
+from app.policy import policy_from_object
+from app.policy_validation import KIND as POLICY_KIND
+from app.policy_validation import validate_policy
+from app.precedence import PolicyIndex, Precedence
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NAMESPACE = "default"
+
+
+class StateError(ValueError):
+    """The directory does not hold a consistent cluster state; says every problem."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    policies: PolicyIndex
+    vmis: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
+    namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+def load_snapshot(directory: Path, precedence: Precedence) -> Snapshot:
+    """Read every manifest under `directory`; raise StateError listing what is wrong."""
+    if not directory.is_dir():
+        raise StateError(f"{directory}: not a directory of manifests")
+    problems: list[str] = []
+    documents: list[Document] = []
+    for path in manifest_files(directory):
+        try:
+            documents.extend(read_documents(path))
+        except ManifestError as error:
+            problems.append(str(error))
+    policies = PolicyIndex(precedence)
+    vmis: dict[tuple[str, str], Mapping[str, str]] = {}
+    namespaces: dict[str, Mapping[str, str]] = {}
+    for document in documents:
+        obj = document.object
+        metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        labels = _labels(metadata)
+        if document.kind == POLICY_KIND:
+            findings = validate_policy(obj, feature_gates=KNOWN_FEATURE_GATES)
+            if findings.valid:
+                policies.put(policy_from_object(obj))
+            else:
+                problems.append(f"{document.source}: invalid MigrationPolicy: {findings.summary()}")
+        elif document.kind == "VirtualMachineInstance" and labels is not None:
+            namespace = metadata.get("namespace") or DEFAULT_NAMESPACE
+            vmis[(namespace, metadata.get("name", ""))] = labels
+        elif document.kind == "Namespace" and labels is not None:
+            namespaces[metadata.get("name", "")] = labels
+        elif document.kind in ("VirtualMachineInstance", "Namespace"):
+            problems.append(f"{document.source}: metadata.labels must map strings to strings")
+    if problems:
+        raise StateError("; ".join(problems))
+    return Snapshot(policies, vmis, namespaces)
+
+
+def _labels(metadata: Mapping[str, object]) -> dict[str, str] | None:
+    labels = metadata.get("labels") or {}
+    if not isinstance(labels, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in labels.items()
+    ):
+        return None
+    return labels
+
+
+def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    """What changes when a manifest file is added, removed or written."""
+    entries = []
+    for path in manifest_files(directory):
+        with contextlib.suppress(OSError):
+            stat = path.stat()
+            entries.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(entries)
+
+
+class DirectoryState:
+    """A ClusterState read from manifests and polled for changes."""
+
+    def __init__(
+        self, directory: Path, precedence: Precedence, poll_interval: float = 0.5
+    ) -> None:
+        self.directory = directory
+        self._precedence = precedence
+        self._poll_interval = poll_interval
+        self._fingerprint = _fingerprint(directory)
+        self._snapshot = load_snapshot(directory, precedence)
+        self._task: asyncio.Task[None] | None = None
+        self.last_error: str | None = None
+
+    @property
+    def policies(self) -> PolicyIndex:
+        return self._snapshot.policies
+
+    def is_ready(self) -> bool:
+        return True
+
+    def vmi_labels(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        return self._snapshot.vmis.get((namespace, name))
+
+    def namespace_labels(self, name: str) -> Mapping[str, str] | None:
+        return self._snapshot.namespaces.get(name)
+
+    def reload_if_changed(self) -> bool:
+        """Reload if any file changed; True if a new snapshot is in force."""
+        fingerprint = _fingerprint(self.directory)
+        if fingerprint == self._fingerprint:
+            return False
+        self._fingerprint = fingerprint
+        try:
+            snapshot = load_snapshot(self.directory, self._precedence)
+        except StateError as error:
+            self.last_error = str(error)
+            log.error("state %s not reloaded, keeping the last good state: %s",
+                      self.directory, error)
+            return False
+        self._snapshot = snapshot
+        self.last_error = None
+        log.info("state %s reloaded: %d policies, %d VMIs, %d namespaces", self.directory,
+                 len(snapshot.policies), len(snapshot.vmis), len(snapshot.namespaces))
+        return True
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._poll(), name="state-directory-poll")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_interval)
+            await asyncio.to_thread(self.reload_if_changed)

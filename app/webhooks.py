@@ -1,0 +1,152 @@
+"""The two admission handlers: each takes an AdmissionRequest and returns its response.
+
+Nothing here knows about HTTP; the server and the `review` command both call these.
+"""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from app.admission import (
+    AdmissionRequest,
+    AdmissionResponse,
+    ReviewError,
+    allowed,
+    denied,
+    invalid,
+    patched,
+)
+from app.mutation import POLICY_ANNOTATION, stamp_patch
+from app.policy import policy_from_object
+from app.policy_validation import GROUP as POLICY_GROUP
+from app.policy_validation import KIND as POLICY_KIND
+from app.policy_validation import RESOURCE as POLICY_RESOURCE
+from app.policy_validation import VERSIONS as POLICY_VERSIONS
+from app.policy_validation import validate_policy
+from app.settings import Settings
+from app.state import ClusterState
+
+MIGRATION_GROUP = "kubevirt.io"
+MIGRATION_RESOURCE = "virtualmachineinstancemigrations"
+
+VALIDATE_PATH = "/validate-migrationpolicy"
+MUTATE_PATH = "/mutate-virtualmachineinstancemigration"
+
+Handler = Callable[[AdmissionRequest], AdmissionResponse]
+
+
+@dataclass(frozen=True)
+class PolicyValidator:
+    """Validates MigrationPolicy CREATE and UPDATE; DELETE and CONNECT are allowed."""
+
+    settings: Settings
+    state: ClusterState
+
+    def __call__(self, request: AdmissionRequest) -> AdmissionResponse:
+        resource = request.resource
+        if resource["group"] != POLICY_GROUP or resource["resource"] != POLICY_RESOURCE:
+            return denied(
+                request.uid, code=400, reason="BadRequest",
+                message=f"this webhook validates {POLICY_GROUP}/{POLICY_RESOURCE}, "
+                f"got {request.resource_name}: check the ValidatingWebhookConfiguration rules",
+            )
+        if resource["version"] not in POLICY_VERSIONS:
+            return denied(
+                request.uid, code=400, reason="BadRequest",
+                message=f"{POLICY_GROUP}/{resource['version']} is not a MigrationPolicy version "
+                f"this webhook knows: {', '.join(POLICY_VERSIONS)}",
+            )
+        if request.operation not in ("CREATE", "UPDATE"):
+            return allowed(request.uid)
+        policy = _require_object(request)
+        findings = validate_policy(
+            policy,
+            old=request.old_object if request.operation == "UPDATE" else None,
+            feature_gates=self.settings.feature_gates,
+            same_selectors=self._same_selectors,
+            deny_duplicate_selectors=self.settings.deny_duplicate_selectors,
+        )
+        if not findings.valid:
+            metadata = policy.get("metadata")
+            name = metadata.get("name") if isinstance(metadata, dict) else None
+            return invalid(request.uid, findings=findings, group=POLICY_GROUP, kind=POLICY_KIND,
+                           name=name if isinstance(name, str) else request.name)
+        return allowed(request.uid, findings.warnings)
+
+    def _same_selectors(self, name: str, selectors: Mapping[str, Any]) -> list[str]:
+        candidate = policy_from_object({"metadata": {"name": name},
+                                        "spec": {"selectors": selectors}})
+        return self.state.policies.with_same_selectors(candidate)
+
+
+@dataclass(frozen=True)
+class MigrationStamper:
+    """Stamps a new VirtualMachineInstanceMigration with its policy's parameters.
+
+    It never blocks a migration: whatever it cannot decide, it lets through unchanged with
+    a warning that says why.
+    """
+
+    settings: Settings
+    state: ClusterState
+
+    def __call__(self, request: AdmissionRequest) -> AdmissionResponse:
+        resource = request.resource
+        if resource["group"] != MIGRATION_GROUP or resource["resource"] != MIGRATION_RESOURCE:
+            return allowed(request.uid, [
+                f"migration-policy-webhook stamps {MIGRATION_GROUP}/{MIGRATION_RESOURCE}, "
+                f"not {request.resource_name}: check the MutatingWebhookConfiguration",
+            ])
+        if request.operation != "CREATE":
+            return allowed(request.uid)
+        migration = _require_object(request)
+        if not self.state.is_ready():
+            return allowed(request.uid, ["no migration policy applied: the webhook's cluster "
+                                         "state has not synced yet"])
+        spec = migration.get("spec")
+        vmi_name = spec.get("vmiName") if isinstance(spec, dict) else None
+        metadata = migration.get("metadata")
+        namespace = request.namespace or (
+            metadata.get("namespace", "") if isinstance(metadata, dict) else ""
+        )
+        if not isinstance(vmi_name, str) or not vmi_name:
+            return allowed(request.uid, ["no migration policy applied: spec.vmiName is not set"])
+        vmi_labels = self.state.vmi_labels(namespace, vmi_name)
+        if vmi_labels is None:
+            return allowed(request.uid, [
+                f"no migration policy applied: VMI {vmi_name!r} not found in namespace "
+                f"{namespace!r}",
+            ])
+        ns_labels = self.state.namespace_labels(namespace)
+        if ns_labels is None:
+            return allowed(request.uid, [
+                f"no migration policy applied: namespace {namespace!r} not found",
+            ])
+        policy = self.state.policies.winner(vmi_labels, ns_labels)
+        patch = stamp_patch(migration, policy, self.settings.annotation_prefix)
+        audit = {POLICY_ANNOTATION: policy.name} if policy is not None else None
+        return patched(request.uid, patch, audit=audit)
+
+
+def _require_object(request: AdmissionRequest) -> dict[str, Any]:
+    if request.object is None:
+        raise ReviewError(f"request.object is missing: a {request.operation} review carries "
+                          "the object")
+    return request.object
+
+
+def build_handlers(settings: Settings, state: ClusterState) -> dict[str, Handler]:
+    """The admission handlers by URL path."""
+    return {
+        VALIDATE_PATH: PolicyValidator(settings, state),
+        MUTATE_PATH: MigrationStamper(settings, state),
+    }
+
+
+def handler_for_resource(
+    handlers: Mapping[str, Handler], request: AdmissionRequest
+) -> Handler:
+    """The handler that a review of this resource is meant for (for `review FILE`)."""
+    if request.resource["resource"] == MIGRATION_RESOURCE:
+        return handlers[MUTATE_PATH]
+    return handlers[VALIDATE_PATH]
