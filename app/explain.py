@@ -31,6 +31,17 @@ def _mismatch(policy: Policy, vmi_labels: Mapping[str, str], ns_labels: Mapping[
     return "applies"
 
 
+def _why_wins(winner: Policy, runner_up: Policy, mode: Precedence) -> str:
+    if winner.score != runner_up.score:
+        return f"highest score ({winner.score}, next is {runner_up.score})"
+    if mode is Precedence.KUBEVIRT and len(winner.vmi_selector) != len(runner_up.vmi_selector):
+        return f"ties on score {winner.score}, matches the most VMI labels"
+    if mode is Precedence.DOCUMENTED and winner.sorted_keys != runner_up.sorted_keys:
+        return (f"ties on score {winner.score}, its selector keys "
+                f"[{', '.join(winner.sorted_keys)}] sort first")
+    return f"ties on score {winner.score}, its name sorts first"
+
+
 def _why_loses(loser: Policy, winner: Policy, mode: Precedence) -> str:
     if loser.score != winner.score:
         return f"loses to {winner.name}: lower score ({loser.score} < {winner.score})"
@@ -57,8 +68,8 @@ def explain(
     verdicts: list[Verdict] = []
     if applicable:
         winner = applicable[0]
-        rivals = len(applicable) - 1
-        reason = f"takes precedence over {rivals} other applicable" if rivals else "only match"
+        reason = (_why_wins(winner, applicable[1], mode) if len(applicable) > 1
+                  else "the only policy that applies")
         verdicts.append(Verdict(winner, True, reason, wins=True))
         verdicts += [Verdict(policy, True, _why_loses(policy, winner, mode))
                      for policy in applicable[1:]]

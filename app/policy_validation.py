@@ -12,7 +12,7 @@ from app.feature_gates import MIGRATION_DOWNTIME_TUNING, MIGRATION_STALL_DETECTI
 from app.findings import CauseType, Findings, quote
 from app.labels import dns1123_subdomain_problems
 from app.quantity import MEBI, QuantityError, parse_quantity
-from app.schema import Boolean, Context, Enum, Integer, LabelMap, Object, Quantity
+from app.schema import INT64_MAX, Boolean, Context, Enum, Integer, LabelMap, Object, Quantity
 
 GROUP = "migrations.kubevirt.io"
 KIND = "MigrationPolicy"
@@ -21,7 +21,6 @@ VERSIONS = ("v1alpha1", "v1beta1")
 API_VERSIONS = tuple(f"{GROUP}/{version}" for version in VERSIONS)
 
 INT32_MAX = 2**31 - 1
-INT64_MAX = 2**63 - 1
 
 SELECTORS = Object({
     "namespaceSelector": LabelMap(),
@@ -110,7 +109,7 @@ def validate_policy(
     _check_exclusive_experimental(spec, findings)
     _warn(spec, findings)
     selectors = spec.get("selectors")
-    if same_selectors is not None and name and _is_well_formed(selectors, findings):
+    if same_selectors is not None and name and findings.valid and isinstance(selectors, dict):
         _check_duplicates(name, selectors, same_selectors, deny_duplicate_selectors, findings)
     return findings
 

@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 from app.findings import CauseType, Findings, describe, quote
 from app.labels import label_value_problems, qualified_name_problems
-from app.quantity import QuantityError, decimal_places, parse_quantity
+from app.quantity import QuantityError, decimal_places, is_quantity, parse_quantity
 
-_ABSENT = object()
+INT64_MAX = 2**63 - 1
 _BINARY_SUFFIXES = ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
 
 
@@ -75,6 +75,8 @@ class Integer:
     gates: tuple[str, ...] = ()
 
     def accepted(self) -> str:
+        if self.maximum >= INT64_MAX:
+            return f"a whole number of {self.unit}, {self.minimum} or more, such as {self.example}"
         return (f"a whole number of {self.unit} from {self.minimum} to {self.maximum}, "
                 f"such as {self.example}")
 
@@ -148,9 +150,10 @@ class Quantity:
 
 def quantity_hint(text: str) -> str:
     """What to write instead of `text`, which is not a quantity."""
-    stripped = text.strip()
-    if stripped != text or " " in stripped:
-        return "remove the spaces, e.g. \"64Mi\""
+    if any(char.isspace() for char in text):
+        compact = "".join(text.split())
+        rest = "" if is_quantity(compact) else f", and {quantity_hint(compact)}"
+        return f"remove the spaces{rest}"
     for suffix in (*_BINARY_SUFFIXES, "K"):
         lower = suffix.lower()
         if text.endswith((lower, suffix.upper())) and text[: -len(suffix)].replace(".", "", 1):
