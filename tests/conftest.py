@@ -1,0 +1,101 @@
+"""Shared fixtures: the real service, started as a user starts it, over real TLS."""
+
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "samples"
+SAMPLE_REVIEWS = SAMPLES / "reviews"
+SAMPLE_CLUSTER = SAMPLES / "cluster"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningService:
+    """A `migration-policy-webhook serve` process and a client that trusts its CA."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    ca_file: Path
+    log_file: Path
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        return httpx.Client(base_url=self.base_url, verify=context, timeout=10, **kwargs)
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+
+def start_service(
+    tmp: Path, args: Sequence[str] = (), *, ca_file: Path | None = None,
+    wait_ready: bool = True,
+) -> RunningService:
+    """Start `python -m app serve` on a free port; wait until /healthz answers over TLS."""
+    port = free_port()
+    certs = tmp / "certs"
+    log_file = tmp / f"serve-{port}.log"
+    command = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1",
+               "--port", str(port), "--certs-dir", str(certs), *args]
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    service = RunningService(process, f"https://localhost:{port}", ca_file or certs / "ca.crt",
+                             log_file)
+    deadline = time.monotonic() + 30
+    path = "/readyz" if wait_ready else "/healthz"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve exited with {process.returncode}:\n{service.log()}")
+        try:
+            if service.ca_file.exists():
+                with service.client() as client:
+                    if client.get(path).status_code == 200:
+                        return service
+        except (httpx.HTTPError, ssl.SSLError, OSError):
+            pass
+        time.sleep(0.1)
+    stop_service(service)
+    raise RuntimeError(f"serve did not answer {path} within 30 s:\n{service.log()}")
+
+
+def stop_service(service: RunningService) -> None:
+    service.process.terminate()
+    try:
+        service.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        service.process.kill()
+        service.process.wait()
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    """The service on the bundled sample cluster state, as `make run` starts it."""
+    running = start_service(tmp_path_factory.mktemp("service"))
+    yield running
+    stop_service(running)
+
+
+@pytest.fixture(scope="session")
+def client(service: RunningService) -> Iterator[httpx.Client]:
+    with service.client() as http:
+        yield http
+
+
+def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """Run `python -m app ARGS` as a user runs the console script."""
+    return subprocess.run([sys.executable, "-m", "app", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=60)
