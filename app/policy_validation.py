@@ -100,7 +100,7 @@ def validate_policy(
     spec = policy.get("spec")
     if spec is None:
         findings.add(CauseType.REQUIRED, "spec",
-                     "is required: add spec with selectors (use {} to match every VMI)")
+                     "required field is missing: add spec with selectors ({} matches every VMI)")
         return findings
     old_spec = (old or {}).get("spec")
     SPEC.check(spec, old_spec, "spec", ctx)
@@ -127,12 +127,14 @@ def _check_type_meta(policy: Mapping[str, Any], findings: Findings) -> None:
 
 def _check_name(metadata: Any, findings: Findings) -> str | None:
     if not isinstance(metadata, dict):
-        findings.add(CauseType.REQUIRED, "metadata.name", "is required: name the policy")
+        findings.add(CauseType.REQUIRED, "metadata.name",
+                     "required field is missing: name the policy")
         return None
     name = metadata.get("name")
     if name is None:
         if not metadata.get("generateName"):
-            findings.add(CauseType.REQUIRED, "metadata.name", "is required: name the policy")
+            findings.add(CauseType.REQUIRED, "metadata.name",
+                     "required field is missing: name the policy")
         return None
     if not isinstance(name, str):
         findings.add(CauseType.TYPE_INVALID, "metadata.name",

@@ -222,7 +222,7 @@ class Object:
         for name in sorted(self.required):
             if value.get(name) is None:
                 ctx.findings.add(CauseType.REQUIRED, f"{path}.{name}",
-                                 f"is required: {required_hint(name)}")
+                                 f"required field is missing: {required_hint(name)}")
         for name, child in value.items():
             checker = self.fields.get(name)
             if checker is None:
@@ -243,5 +243,6 @@ class Object:
 
 def required_hint(name: str) -> str:
     if name == "selectors":
-        return "add selectors (use {} to match every VMI)"
+        return ("add selectors with namespaceSelector and/or virtualMachineInstanceSelector "
+                "({} matches every VMI)")
     return f"add {name}"
