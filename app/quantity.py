@@ -34,6 +34,7 @@ _BINARY = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
 _DECIMAL = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
 # Wide enough for any exponent a person writes; decimal signals nothing it can represent.
 _EXACT = Context(prec=60, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[])
+_MAX_SHIFT = Decimal(2 * MAX_EMAX)
 
 MEBI = Decimal(1 << 20)
 
@@ -60,18 +61,35 @@ def parse_quantity(text: str) -> Quantity:
     match = _QUANTITY.fullmatch(text)
     if match is None:
         raise QuantityError(text)
-    number = _EXACT.create_decimal(match["number"])
+    exact = _exact_for(text)
+    number = exact.create_decimal(match["number"])
     suffix = match["suffix"] or ""
     exponent_text = match["exponent"]
-    if exponent_text is not None and number:
-        exponent = _EXACT.create_decimal(exponent_text)
-        value = _EXACT.multiply(number, _EXACT.power(Decimal(10), exponent))
-        return Quantity(text, value, fractional_exponent=exponent != exponent.to_integral_value())
     if exponent_text is not None:
-        return Quantity(text, number, fractional_exponent="." in exponent_text)
+        # Go's parser takes only a whole exponent: "1e3", never "1e1.5" nor "1e3.".
+        fractional = "." in exponent_text
+        exponent = _EXACT.create_decimal(exponent_text)
+        if not number:
+            return Quantity(text, number, fractional_exponent=fractional)
+        if exponent != exponent.to_integral_value():
+            value = _EXACT.multiply(number, _EXACT.power(Decimal(10), exponent))
+        else:
+            # Past the context's limits the value overflows to infinity or underflows to 0.
+            shift = int(max(-_MAX_SHIFT, min(_MAX_SHIFT, exponent)))
+            value = exact.scaleb(number, Decimal(shift))
+        return Quantity(text, value, fractional_exponent=fractional)
     if suffix in _BINARY:
-        return Quantity(text, _EXACT.multiply(number, Decimal(1 << _BINARY[suffix])))
-    return Quantity(text, _EXACT.scaleb(number, _DECIMAL.get(suffix, 0)))
+        return Quantity(text, exact.multiply(number, Decimal(1 << _BINARY[suffix])))
+    return Quantity(text, exact.scaleb(number, Decimal(_DECIMAL.get(suffix, 0))))
+
+
+def _exact_for(text: str) -> Context:
+    """A context with digits enough for `text`'s number, times 2**60, to stay exact."""
+    if len(text) <= _EXACT.prec - 20:
+        return _EXACT
+    wide = _EXACT.copy()
+    wide.prec = len(text) + 20
+    return wide
 
 
 def is_quantity(text: str) -> bool:
@@ -81,5 +99,8 @@ def is_quantity(text: str) -> bool:
 
 def decimal_places(value: Decimal) -> int:
     """How many digits `value` has after the decimal point, trailing zeros ignored."""
-    exponent = value.normalize(_EXACT).as_tuple().exponent
-    return max(0, -exponent) if isinstance(exponent, int) else 0
+    if not value or not value.is_finite():
+        return 0
+    _, digits, exponent = value.as_tuple()
+    trailing_zeros = len(digits) - len(bytes(digits).rstrip(b"\0"))
+    return max(0, -(int(exponent) + trailing_zeros))
