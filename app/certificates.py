@@ -20,6 +20,10 @@ class KeyType(StrEnum):
     RSA = "rsa"
 
 
+class CertificateError(ValueError):
+    """A certificate or key file that cannot serve its purpose."""
+
+
 @dataclass(frozen=True)
 class KeyPair:
     """A certificate and its private key."""
@@ -39,14 +43,20 @@ class KeyPair:
 
 
 def new_key(key_type: KeyType) -> PrivateKey:
+    """ECDSA P-256, or RSA 2048."""
     if key_type is KeyType.RSA:
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _validity(days: int) -> tuple[datetime.datetime, datetime.datetime]:
+def _validity(
+    days: int, not_after_limit: datetime.datetime | None = None
+) -> tuple[datetime.datetime, datetime.datetime]:
     now = datetime.datetime.now(datetime.UTC)
-    return now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
+    not_after = now + datetime.timedelta(days=days)
+    if not_after_limit is not None:
+        not_after = min(not_after, not_after_limit)
+    return now - datetime.timedelta(minutes=5), not_after
 
 
 def make_ca(common_name: str, *, days: int, key_type: KeyType) -> KeyPair:
@@ -82,20 +92,40 @@ def make_serving_certificate(
     ca: KeyPair, dns_names: Sequence[str], *, days: int, key_type: KeyType,
     ip_addresses: Sequence[str] = (),
 ) -> KeyPair:
-    """A TLS server certificate for `dns_names` (and IPs), signed by `ca`."""
-    key = new_key(key_type)
-    not_before, not_after = _validity(days)
+    """A TLS server certificate for `dns_names` (and IPs), signed by `ca`.
+
+    It never outlives `ca`: its end is cut to the CA's when `days` would reach past it.
+    """
+    if not dns_names:
+        raise CertificateError("a serving certificate needs at least one DNS name")
     alt_names: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
     alt_names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
-    certificate = (
+    return _leaf(ca, dns_names[0], alt_names, ExtendedKeyUsageOID.SERVER_AUTH,
+                 days=days, key_type=key_type)
+
+
+def make_client_certificate(
+    ca: KeyPair, common_name: str, *, days: int, key_type: KeyType
+) -> KeyPair:
+    """A TLS client certificate (as the API server presents with `--client-ca-file`)."""
+    return _leaf(ca, common_name, [], ExtendedKeyUsageOID.CLIENT_AUTH, days=days,
+                 key_type=key_type)
+
+
+def _leaf(
+    ca: KeyPair, common_name: str, alt_names: list[x509.GeneralName],
+    usage: x509.ObjectIdentifier, *, days: int, key_type: KeyType,
+) -> KeyPair:
+    key = new_key(key_type)
+    not_before, not_after = _validity(days, ca.certificate.not_valid_after_utc)
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca.certificate.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -106,13 +136,37 @@ def make_serving_certificate(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
             critical=False,
         )
-        .sign(ca.key, hashes.SHA256())
     )
+    if alt_names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+    return KeyPair(builder.sign(ca.key, hashes.SHA256()), key)
+
+
+def load_ca(cert_file: Path, key_file: Path) -> KeyPair:
+    """An existing CA, checked: a CA certificate, still valid, and its own private key."""
+    try:
+        certificate = load_certificate(cert_file)
+        key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as error:
+        raise CertificateError(f"cannot load the CA {cert_file} / {key_file}: {error}") from error
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise CertificateError(f"{key_file}: only ECDSA and RSA CA keys are supported")
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+        is_ca = constraints.value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise CertificateError(f"{cert_file} is not a CA certificate (basicConstraints CA:TRUE)")
+    if key.public_key() != certificate.public_key():
+        raise CertificateError(f"{key_file} is not the private key of {cert_file}")
+    if certificate.not_valid_after_utc <= datetime.datetime.now(datetime.UTC):
+        raise CertificateError(f"{cert_file} expired on {certificate.not_valid_after_utc:%Y-%m-%d}")
     return KeyPair(certificate, key)
 
 
@@ -126,3 +180,12 @@ def write_private(path: Path, data: bytes) -> None:
 
 def load_certificate(path: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def load_certificates(path: Path) -> list[x509.Certificate]:
+    """Every certificate in a PEM bundle file."""
+    try:
+        certificates = x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError) as error:
+        raise CertificateError(f"cannot read certificates from {path}: {error}") from error
+    return certificates
