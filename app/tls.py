@@ -8,6 +8,7 @@ open keep theirs.
 
 import asyncio
 import datetime
+import hashlib
 import logging
 import ssl
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ def _still_good(files: ServingFiles) -> bool:
 
 
 def _server_context(files: ServingFiles, client_ca_file: Path | None) -> ssl.SSLContext:
+    """TLS 1.2 or later, the serving certificate, and client verification if asked."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(files.cert_file, files.key_file)
@@ -75,27 +77,55 @@ def _server_context(files: ServingFiles, client_ca_file: Path | None) -> ssl.SSL
     return context
 
 
-def _stamp(files: ServingFiles) -> tuple[int, ...]:
-    stamps: list[int] = []
-    for path in (files.cert_file, files.key_file):
+def _fingerprint(paths: tuple[Path, ...]) -> bytes | None:
+    """A digest of the files' contents, read through symlinks; None if one cannot be read.
+
+    Contents, not stat: kubelet replaces a mounted Secret by swapping the `..data` symlink,
+    and a file rewritten in place within the same clock tick keeps its size and mtime.
+    """
+    digest = hashlib.sha256()
+    for path in paths:
         try:
-            stat = path.stat()
+            data = path.read_bytes()
         except OSError:
-            return ()
-        stamps += [stat.st_mtime_ns, stat.st_size, stat.st_ino]
-    return tuple(stamps)
+            return None
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.digest()
+
+
+def describe_certificate(path: Path) -> str:
+    """Serial number and end of validity, for the log."""
+    try:
+        certificate = load_certificate(path)
+    except (OSError, ValueError):
+        return "unreadable"
+    return (f"serial {certificate.serial_number:x}, "
+            f"valid until {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
 
 
 class ReloadingTLS:
-    """The listening SSL context; `reload_if_changed` picks up new certificate files."""
+    """The listening SSL context; `reload_if_changed` picks up new certificate files.
+
+    `context` is what the server listens with. Its SNI callback, which OpenSSL runs for
+    every ClientHello (with or without a server name), moves the handshake onto the context
+    loaded from the newest files, so new connections get the new certificate and open
+    connections keep the one they were made with.
+    """
 
     def __init__(self, files: ServingFiles, client_ca_file: Path | None = None) -> None:
         self.files = files
         self._client_ca_file = client_ca_file
-        self._stamp = _stamp(files)
+        self._watched = tuple(
+            path for path in (files.cert_file, files.key_file, client_ca_file) if path
+        )
+        self._fingerprint = _fingerprint(self._watched)
         self._current = _server_context(files, client_ca_file)
+        self._refused: bytes | None = None
         self.context = _server_context(files, client_ca_file)
         self.context.sni_callback = self._choose_context
+        log.info("serving certificate %s: %s", files.cert_file,
+                 describe_certificate(files.cert_file))
 
     def _choose_context(
         self, connection: ssl.SSLObject, _server_name: str | None, _ctx: ssl.SSLContext
@@ -103,22 +133,33 @@ class ReloadingTLS:
         connection.context = self._current
 
     def reload_if_changed(self) -> bool:
-        """Load the files again if they changed; keep the old certificate if they are bad."""
-        stamp = _stamp(self.files)
-        if stamp == self._stamp:
+        """Load the files again if they changed; keep the old certificate if they are bad.
+
+        A half-written pair (a new certificate with the old key) fails to load and is tried
+        again on the next call, so the update is picked up once both files are in place.
+        """
+        fingerprint = _fingerprint(self._watched)
+        if fingerprint is None or fingerprint == self._fingerprint:
             return False
         try:
             context = _server_context(self.files, self._client_ca_file)
         except (OSError, ssl.SSLError) as error:
-            log.warning("serving certificate not reloaded, keeping the current one: %s", error)
+            if fingerprint != self._refused:
+                log.warning("serving certificate not reloaded, keeping the current one: %s",
+                            error)
+                self._refused = fingerprint
             return False
-        self._stamp = stamp
+        self._fingerprint = fingerprint
         self._current = context
-        log.info("serving certificate reloaded from %s", self.files.cert_file)
+        log.info("serving certificate reloaded from %s: %s", self.files.cert_file,
+                 describe_certificate(self.files.cert_file))
         return True
 
     async def watch(self, interval: float = 1.0) -> None:
         """Poll the files until cancelled."""
         while True:
             await asyncio.sleep(interval)
-            self.reload_if_changed()
+            try:
+                self.reload_if_changed()
+            except Exception:  # the watcher must outlive any surprise
+                log.exception("checking the serving certificate files failed")

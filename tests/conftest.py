@@ -32,10 +32,22 @@ class RunningService:
     base_url: str
     ca_file: Path
     log_file: Path
+    client_cert: tuple[Path, Path] | None = None
+    """(certificate, key) presented to a service started with --client-ca-file."""
+
+    @property
+    def port(self) -> int:
+        return int(self.base_url.rsplit(":", 1)[1])
+
+    def ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        if self.client_cert is not None:
+            context.load_cert_chain(*self.client_cert)
+        return context
 
     def client(self, **kwargs: object) -> httpx.Client:
-        context = ssl.create_default_context(cafile=str(self.ca_file))
-        return httpx.Client(base_url=self.base_url, verify=context, timeout=10, **kwargs)
+        return httpx.Client(base_url=self.base_url, verify=self.ssl_context(), timeout=10,
+                            **kwargs)
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace")
@@ -43,9 +55,12 @@ class RunningService:
 
 def start_service(
     tmp: Path, args: Sequence[str] = (), *, ca_file: Path | None = None,
-    wait_ready: bool = True,
+    wait_ready: bool = True, client_cert: tuple[Path, Path] | None = None,
 ) -> RunningService:
-    """Start `python -m app serve` on a free port; wait until /healthz answers over TLS."""
+    """Start `python -m app serve` on a free port; wait until /healthz answers over TLS.
+
+    `client_cert` is the (certificate, key) the test client presents, for `--client-ca-file`.
+    """
     port = free_port()
     certs = tmp / "certs"
     log_file = tmp / f"serve-{port}.log"
@@ -54,7 +69,7 @@ def start_service(
     with log_file.open("wb") as log:
         process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     service = RunningService(process, f"https://localhost:{port}", ca_file or certs / "ca.crt",
-                             log_file)
+                             log_file, client_cert)
     deadline = time.monotonic() + 30
     path = "/readyz" if wait_ready else "/healthz"
     while time.monotonic() < deadline:
