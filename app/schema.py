@@ -119,9 +119,10 @@ class Quantity:
     def check(self, value: Any, old: Any, path: str, ctx: Context) -> None:
         if isinstance(value, bool) or not isinstance(value, int | str):
             hint = f" (write it as a string: \"{value}\")" if isinstance(value, float) else ""
+            example = self.example if self.example.startswith('"') else f'"{self.example}"'
             ctx.findings.add(
                 CauseType.TYPE_INVALID, path,
-                f"must be a quantity string such as \"{self.example}\" or a whole number, "
+                f"must be a quantity string such as {example} or a whole number, "
                 f"got {describe(value)}{hint}",
             )
             return
