@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from app.feature_gates import MIGRATION_DOWNTIME_TUNING, MIGRATION_STALL_DETECTION
-from app.findings import CauseType, Findings, quote
+from app.findings import MAX_WARNING_LENGTH, CauseType, Findings, quote
 from app.labels import dns1123_subdomain_problems
 from app.quantity import MEBI, QuantityError, parse_quantity
 from app.schema import INT64_MAX, Boolean, Context, Enum, Integer, LabelMap, Object, Quantity
@@ -204,5 +204,23 @@ def _check_duplicates(
             "the same selectors, change them or merge the policies",
         )
     else:
-        findings.warn(f"spec.selectors equal policy {quote(other)}'s: "
-                      f"{quote(winner)} takes precedence (its name sorts first)")
+        findings.warn(_duplicate_warning(other, winner))
+
+
+def _duplicate_warning(other: str, winner: str) -> str:
+    """Names both policies; long names lose the reason, then their middles, never the end."""
+    def text(first: str, second: str, reason: str = " (its name sorts first)") -> str:
+        return (f"spec.selectors equal policy {quote(first)}'s: "
+                f"{quote(second)} takes precedence{reason}")
+
+    for candidate in (text(other, winner), text(other, winner, "")):
+        if len(candidate) <= MAX_WARNING_LENGTH:
+            return candidate
+    keep = (MAX_WARNING_LENGTH - len(text("", "", ""))) // 2 - 3
+
+    def short(name: str) -> str:
+        if len(name) <= keep + 3:
+            return name
+        return f"{name[:keep - keep // 2]}...{name[len(name) - keep // 2:]}"
+
+    return text(short(other), short(winner), "")

@@ -582,3 +582,29 @@ def test_same_selectors_as_itself_is_not_a_duplicate():
                                deny_duplicate_selectors=True)
     assert findings.valid
     assert findings.warnings == []
+
+
+DUPLICATE_NAMES = [
+    # (this policy's name, the other's name)
+    ("aaa-copy", "my-awesome-policy"),
+    ("zzz-copy", "my-awesome-policy"),
+    ("my-policy", "another-policy-with-a-long-name-0123456789"),
+    ("migration-policy-for-team-b-0123456789", "migration-policy-for-team-a-0123456789"),
+    ("m" * 63, "a" * 63),
+    ("my-policy", "z" * 253),
+]
+
+
+@pytest.mark.parametrize(("name", "other"), DUPLICATE_NAMES,
+                         ids=[f"{len(n)}-{len(o)}" for n, o in DUPLICATE_NAMES])
+def test_duplicate_warning_stays_whole_with_long_names(name, other):
+    findings = validate_policy(with_value("metadata.name", name),
+                               same_selectors=lambda *_: [other])
+    [warning] = findings.warnings
+    assert len(warning) < 120
+    assert warning.endswith(("takes precedence", "takes precedence (its name sorts first)"))
+    winner = min(name, other)
+    if len(name) + len(other) <= 40:
+        assert f'"{winner}" takes precedence' in warning
+    else:  # shortened in the middle: the ends that tell similar names apart stay
+        assert f'{winner[-10:]}" takes precedence' in warning
