@@ -323,6 +323,15 @@ def test_reload_sees_a_symlink_swap_even_with_identical_file_times(
     assert tls.reload_if_changed() is True
 
 
+def test_a_changed_client_ca_file_is_reloaded(certs: Path, tmp_path: Path) -> None:
+    client_ca = tmp_path / "clients.crt"
+    client_ca.write_bytes(make_ca("clients 1", days=1, key_type=KeyType.ECDSA).certificate_pem())
+    tls = ReloadingTLS(ServingFiles(certs / "tls.crt", certs / "tls.key"), client_ca)
+    assert tls.reload_if_changed() is False
+    client_ca.write_bytes(make_ca("clients 2", days=1, key_type=KeyType.ECDSA).certificate_pem())
+    assert tls.reload_if_changed() is True
+
+
 # --client-ca-file: client certificates required.
 
 
