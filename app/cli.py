@@ -133,6 +133,9 @@ def run_review(args: argparse.Namespace, settings: Settings) -> int:
     except (ReviewError, StateError) as error:
         print(f"{args.file}: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except orjson.JSONEncodeError as error:  # YAML can hold what JSON cannot
+        print(f"{args.file}: cannot be sent as JSON: {error}", file=sys.stderr)
+        return EXIT_USAGE
     review = {"apiVersion": request.api_version, "kind": "AdmissionReview", "response": response}
     print(orjson.dumps(review, option=orjson.OPT_INDENT_2).decode())
     if "patch" in response:

@@ -1,5 +1,7 @@
 """Reading Kubernetes manifests: YAML or JSON, multi-document files and List kinds."""
 
+import base64
+import datetime
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +40,8 @@ def read_documents(path: Path) -> list[Document]:
     except (OSError, UnicodeDecodeError) as error:
         raise ManifestError(f"{path}: cannot read: {error}") from None
     try:
-        loaded = [doc for doc in yaml.load_all(text, Loader=_Loader) if doc is not None]
+        loaded = [_as_sent(doc, {}) for doc in yaml.load_all(text, Loader=_Loader)
+                  if doc is not None]
     except yaml.YAMLError as error:
         raise ManifestError(f"{path}: not valid YAML or JSON: {error}") from None
     documents: list[Document] = []
@@ -46,6 +49,37 @@ def read_documents(path: Path) -> list[Document]:
         source = f"{path}#{number}" if len(loaded) > 1 else str(path)
         documents.extend(_flatten(source, doc))
     return documents
+
+
+def _as_sent(value: Any, seen: dict[int, Any]) -> Any:
+    """`value` as kubectl sends it: JSON, so YAML's other keys (`1:`, `true:`), dates and
+    !!binary become strings. A node that YAML aliases stays one node, converted once."""
+    if isinstance(value, dict | set):
+        if id(value) not in seen:
+            seen[id(value)] = converted = {}
+            items = value.items() if isinstance(value, dict) else ((key, None) for key in value)
+            converted.update((_key(key), _as_sent(item, seen)) for key, item in items)
+        return seen[id(value)]
+    if isinstance(value, list):
+        if id(value) not in seen:
+            seen[id(value)] = converted = []
+            converted.extend(_as_sent(item, seen) for item in value)
+        return seen[id(value)]
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return value
+
+
+def _key(key: Any) -> str:
+    """A mapping key as JSON has it: true, false, null and numbers spelled out."""
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    converted = _as_sent(key, {})
+    return converted if isinstance(converted, str) else str(converted)
 
 
 def _flatten(source: str, doc: Any) -> Iterator[Document]:
