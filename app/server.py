@@ -11,11 +11,12 @@ from contextlib import asynccontextmanager
 import orjson
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 
 from app.admission import ReviewError, encode_review, parse_review
 from app.metrics import Metrics
 from app.settings import Settings
-from app.state import ClusterState
+from app.state import ClusterState, WouldBlock
 from app.webhooks import Handler, build_handlers
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,10 @@ def _review_endpoint(path: str, handler: Handler, settings: Settings, metrics: M
                                     f"{settings.max_body_bytes} bytes")
         try:
             admission_request = parse_review(body)
-            response = handler(admission_request)
+            try:
+                response = handler(admission_request)
+            except WouldBlock:  # a lookup must call the API: not on the event loop
+                response = await run_in_threadpool(handler, admission_request)
         except ReviewError as error:
             metrics.rejected_bodies.labels(path, "400").inc()
             return _json_error(400, str(error))

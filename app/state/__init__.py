@@ -6,6 +6,15 @@ from typing import Protocol
 from app.precedence import PolicyIndex
 
 
+class WouldBlock(Exception):
+    """A lookup needs I/O and was called on the event loop: call again from a worker thread.
+
+    Lookups answer from memory; a state that must fetch what it has not cached raises this
+    instead of blocking the loop, and the server runs the (side-effect free) handler again
+    in a thread.
+    """
+
+
 class ClusterState(Protocol):
     """What the webhooks need to know about the cluster, answered from memory."""
 
@@ -19,11 +28,11 @@ class ClusterState(Protocol):
         ...
 
     def vmi_labels(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        """The labels of a VMI, or None if there is no such VMI."""
+        """The labels of a VMI, or None if there is no such VMI. May raise WouldBlock."""
         ...
 
     def namespace_labels(self, name: str) -> Mapping[str, str] | None:
-        """The labels of a namespace, or None if there is no such namespace."""
+        """The labels of a namespace, or None if there is none. May raise WouldBlock."""
         ...
 
     async def start(self) -> None:
