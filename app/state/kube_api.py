@@ -1,0 +1,188 @@
+"""The Kubernetes API as the cluster state needs it: raw GETs, decoded with orjson.
+
+The official `kubernetes` client supplies the configuration (in-cluster or a kubeconfig:
+server, CA, client certificate, token and its refresh, proxy) and its urllib3 connection
+pool. Requests are made on that pool directly and answered as raw responses, because the
+client's generated models are slow to build for many objects and because the generated
+`call_api` changed its signature between client versions.
+"""
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import orjson
+import urllib3
+from kubernetes.client import ApiClient, Configuration
+from kubernetes.config import ConfigException, load_incluster_config, load_kube_config
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+# Ask for metadata only (labels are all that matters of VMIs and namespaces); a server that
+# cannot answer so sends the whole object, which is read the same way.
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+METADATA_OBJECT = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+
+USER_AGENT = "migration-policy-webhook"
+
+# What a failed request can raise besides ApiError: transport errors, and a body that is
+# not JSON.
+TransportErrors = (urllib3.exceptions.HTTPError, OSError, orjson.JSONDecodeError)
+
+
+class KubeConfigError(ValueError):
+    """No usable configuration for the Kubernetes API."""
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A kind of object the cluster state follows, and where the API serves it."""
+
+    group: str
+    version: str
+    plural: str
+    namespaced: bool
+    metadata_only: bool
+    """Only labels are needed: ask for PartialObjectMetadata."""
+
+    @property
+    def prefix(self) -> str:
+        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+
+    @property
+    def list_path(self) -> str:
+        """Every object of the resource (all namespaces, for a namespaced one)."""
+        return f"{self.prefix}/{self.plural}"
+
+    def object_path(self, name: str, namespace: str | None = None) -> str:
+        name = quote(name, safe="")
+        if self.namespaced:
+            namespace = quote(namespace or "", safe="")
+            return f"{self.prefix}/namespaces/{namespace}/{self.plural}/{name}"
+        return f"{self.prefix}/{self.plural}/{name}"
+
+    @property
+    def list_accept(self) -> str:
+        return METADATA_LIST if self.metadata_only else JSON
+
+    @property
+    def object_accept(self) -> str:
+        return METADATA_OBJECT if self.metadata_only else JSON
+
+
+MIGRATION_POLICIES = Resource("migrations.kubevirt.io", "v1alpha1", "migrationpolicies",
+                              namespaced=False, metadata_only=False)
+VIRTUAL_MACHINE_INSTANCES = Resource("kubevirt.io", "v1", "virtualmachineinstances",
+                                     namespaced=True, metadata_only=True)
+NAMESPACES = Resource("", "v1", "namespaces", namespaced=False, metadata_only=True)
+
+
+class ApiError(Exception):
+    """The API server answered with an error status."""
+
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(f"{code} {reason}: {message}" if message else f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+    @property
+    def expired(self) -> bool:
+        """410 Gone: the resourceVersion or continue token is too old; list again."""
+        return self.code == 410 or self.reason in ("Expired", "Gone")
+
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any], http_code: int = 0) -> "ApiError":
+        """From a `Status` object (an error body, or the object of a watch ERROR event)."""
+        code = status.get("code")
+        return cls(code if isinstance(code, int) else http_code,
+                   str(status.get("reason") or ""), str(status.get("message") or ""))
+
+    @classmethod
+    def from_response(cls, code: int, reason: str, body: bytes) -> "ApiError":
+        try:
+            status = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            status = None
+        if isinstance(status, dict) and status.get("kind") == "Status":
+            error = cls.from_status(status, code)
+            error.code = code
+            return error
+        return cls(code, reason, body[:200].decode(errors="replace"))
+
+
+class KubeApi:
+    """GET requests to the API server with the official client's configuration and pool."""
+
+    def __init__(self, api_client: ApiClient) -> None:
+        self._client = api_client
+        self._configuration: Configuration = api_client.configuration
+        self._pool: urllib3.PoolManager = api_client.rest_client.pool_manager
+        self.host = self._configuration.host.rstrip("/")
+
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: Path | None) -> "KubeApi":
+        """In-cluster configuration when `kubeconfig` is None, else that file's current context."""
+        configuration = Configuration()
+        try:
+            if kubeconfig is None:
+                load_incluster_config(client_configuration=configuration)
+            else:
+                load_kube_config(config_file=str(kubeconfig), client_configuration=configuration,
+                                 persist_config=False)
+        except (ConfigException, OSError, ValueError) as error:
+            where = (f"kubeconfig {kubeconfig}" if kubeconfig is not None else
+                     "in-cluster configuration (not running in a pod? use --kubeconfig FILE)")
+            raise KubeConfigError(f"--state kube: cannot use {where}: {error}") from error
+        # The pool must hold the three watches and the direct lookups at once.
+        configuration.connection_pool_maxsize = max(
+            configuration.connection_pool_maxsize or 0, 8)
+        return cls(ApiClient(configuration))
+
+    def _headers(self, accept: str) -> dict[str, str]:
+        headers = {"Accept": accept, "User-Agent": USER_AGENT}
+        # auth_settings() calls the client's token refresh hook (in-cluster token rotation,
+        # kubeconfig exec plugins), so the header is current on every request.
+        for setting in self._configuration.auth_settings().values():
+            if setting.get("in") == "header" and setting.get("value"):
+                headers[setting["key"]] = setting["value"]
+        return headers
+
+    def open(
+        self, path: str, query: Sequence[tuple[str, str]] = (), *, accept: str = JSON,
+        timeout: urllib3.Timeout,
+    ) -> urllib3.BaseHTTPResponse:
+        """GET `path` and return the unread response; raise ApiError for an error status."""
+        url = self.host + path + (f"?{urlencode(query)}" if query else "")
+        response = self._pool.request(
+            "GET", url, headers=self._headers(accept), timeout=timeout, retries=False,
+            redirect=False, preload_content=False,
+        )
+        if not 200 <= response.status < 300:
+            try:
+                body = response.read()
+            finally:
+                response.release_conn()
+            raise ApiError.from_response(response.status, response.reason or "", body)
+        return response
+
+    def get_json(
+        self, path: str, query: Sequence[tuple[str, str]] = (), *, accept: str = JSON,
+        timeout: urllib3.Timeout,
+    ) -> dict[str, Any]:
+        """GET `path` and decode the JSON object it answers."""
+        response = self.open(path, query, accept=accept, timeout=timeout)
+        try:
+            body = orjson.loads(response.read())
+        finally:
+            response.release_conn()
+        if not isinstance(body, dict):
+            raise ApiError(response.status, "BadResponse", "the body is not a JSON object")
+        return body
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,153 @@
+"""What the live cluster state keeps of each kind: labels of VMIs and namespaces, policies.
+
+Each store is written by one reflector thread and read by request handlers in other
+threads. Reads and writes are single dict operations (atomic in CPython), and a relist
+builds a new dict or index and swaps it in whole, so a reader sees the old set or the new
+one, never half of each.
+"""
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar
+
+from app.feature_gates import KNOWN_FEATURE_GATES
+from app.policy import Policy, policy_from_object
+from app.policy_validation import validate_policy
+from app.precedence import PolicyIndex, Precedence
+
+log = logging.getLogger(__name__)
+
+Object = Mapping[str, Any]
+K = TypeVar("K")
+
+NO_LABELS: Mapping[str, str] = MappingProxyType({})
+DELETED = "DELETED"
+
+
+def labels_of(obj: Object) -> Mapping[str, str]:
+    """An object's labels, with keys and values interned: most of them repeat."""
+    labels = (obj.get("metadata") or {}).get("labels")
+    if not labels or not isinstance(labels, dict):
+        return NO_LABELS
+    intern = sys.intern
+    return {intern(key): intern(value) for key, value in labels.items()
+            if isinstance(key, str) and isinstance(value, str)}
+
+
+def namespaced_key(obj: Object) -> tuple[str, str]:
+    metadata = obj.get("metadata") or {}
+    return sys.intern(metadata.get("namespace") or ""), metadata.get("name") or ""
+
+
+def name_key(obj: Object) -> str:
+    return (obj.get("metadata") or {}).get("name") or ""
+
+
+class LabelStore(Generic[K]):
+    """The labels of each object, by `key(object)`, as the watch delivers them.
+
+    Objects fetched directly (not yet watched) are remembered apart and briefly, until the
+    watch has caught up; a watch event or a relist for the key drops them, so a direct GET
+    never outlives what the watch says about the object.
+    """
+
+    def __init__(
+        self, key: Callable[[Object], K], *, remember_for: float = 30.0,
+        remember_limit: int = 10_000,
+    ) -> None:
+        self._key = key
+        self._labels: dict[K, Mapping[str, str]] = {}
+        self._remember_for = remember_for
+        self._remember_limit = remember_limit
+        self._fetched: dict[K, tuple[float, Mapping[str, str]]] = {}
+        self._fetched_lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def get(self, key: K) -> Mapping[str, str] | None:
+        labels = self._labels.get(key)
+        if labels is None and self._fetched:
+            entry = self._fetched.get(key)
+            if entry is not None and entry[0] >= time.monotonic():
+                return entry[1]
+        return labels
+
+    def remember(self, key: K, labels: Mapping[str, str]) -> None:
+        """Keep what a direct GET found, for a little while."""
+        now = time.monotonic()
+        with self._fetched_lock:
+            fetched = self._fetched
+            fetched.pop(key, None)
+            fetched[key] = (now + self._remember_for, labels)
+            # Insertion order is expiry order: the expired entries are at the front.
+            while fetched:
+                oldest = next(iter(fetched))
+                if fetched[oldest][0] >= now and len(fetched) <= self._remember_limit:
+                    break
+                del fetched[oldest]
+
+    def replace(self, objects: Iterable[Object]) -> int:
+        key = self._key
+        labels = {key(obj): labels_of(obj) for obj in objects}
+        self._labels = labels
+        with self._fetched_lock:
+            self._fetched.clear()
+        return len(labels)
+
+    def apply(self, event_type: str, obj: Object) -> None:
+        key = self._key(obj)
+        if self._fetched:
+            with self._fetched_lock:
+                self._fetched.pop(key, None)
+        if event_type == DELETED:
+            self._labels.pop(key, None)
+        else:
+            self._labels[key] = labels_of(obj)
+
+
+class PolicyStore:
+    """The valid MigrationPolicies, indexed for matching. An invalid one is logged and left out.
+
+    KubeVirt's own webhook refuses invalid policies, so one is seen only when it was stored
+    without that webhook; it is left out rather than guessed at.
+    """
+
+    def __init__(self, precedence: Precedence) -> None:
+        self._precedence = precedence
+        self.index = PolicyIndex(precedence)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def replace(self, objects: Iterable[Object]) -> int:
+        index = PolicyIndex(self._precedence)
+        for obj in objects:
+            policy = _valid_policy(obj)
+            if policy is not None:
+                index.put(policy)
+        self.index = index
+        return len(index)
+
+    def apply(self, event_type: str, obj: Object) -> None:
+        if event_type == DELETED:
+            self.index.remove(name_key(obj))
+            return
+        policy = _valid_policy(obj)
+        if policy is None:  # an update that made it invalid withdraws it
+            self.index.remove(name_key(obj))
+        else:
+            self.index.put(policy)
+
+
+def _valid_policy(obj: Object) -> Policy | None:
+    findings = validate_policy(obj, feature_gates=KNOWN_FEATURE_GATES)
+    if not findings.valid:
+        log.warning("MigrationPolicy %r is invalid and is ignored: %s", name_key(obj),
+                    findings.summary())
+        return None
+    return policy_from_object(obj)
