@@ -608,3 +608,36 @@ def test_duplicate_warning_stays_whole_with_long_names(name, other):
         assert f'"{winner}" takes precedence' in warning
     else:  # shortened in the middle: the ends that tell similar names apart stay
         assert f'{winner[-10:]}" takes precedence' in warning
+
+
+# Every scalar field, with the gates that let it be set: a list or an object is a type error.
+SCALAR_FIELDS = [
+    ("spec.allowAutoConverge", NONE, TYPE_INVALID),
+    ("spec.bandwidthPerMigration", NONE, TYPE_INVALID),
+    ("spec.completionTimeoutPerGiB", NONE, TYPE_INVALID),
+    ("spec.maxDowntimeMs", BOTH, TYPE_INVALID),
+    ("spec.allowPostCopy", NONE, TYPE_INVALID),
+    ("spec.allowWorkloadDisruption", NONE, TYPE_INVALID),
+    ("spec.experimental.compression", NONE, NOT_SUPPORTED),
+    ("spec.experimental.stallDetector.stallMargin", BOTH, TYPE_INVALID),
+    ("spec.experimental.stallDetector.ewmaAlpha", BOTH, TYPE_INVALID),
+    ("spec.experimental.stallDetector.stallProgressTimeout", BOTH, TYPE_INVALID),
+    ("spec.experimental.stallDetector.switchoverTimeout", BOTH, TYPE_INVALID),
+    ("spec.experimental.stallDetector.precopyPossibleFactor", BOTH, TYPE_INVALID),
+    ("spec.experimental.stallDetector.patienceWindowDecayFactor", BOTH, TYPE_INVALID),
+    ("spec.experimental.stallDetector.searchLocalMinima", BOTH, TYPE_INVALID),
+    ("spec.experimental.stallDetector.completionTimeoutFactor", BOTH, TYPE_INVALID),
+    ("spec.experimental.downtimeTuning.initialMs", BOTH, TYPE_INVALID),
+    ("spec.experimental.downtimeTuning.steps", BOTH, TYPE_INVALID),
+    ("spec.experimental.downtimeTuning.startAfterIteration", BOTH, TYPE_INVALID),
+    ("spec.experimental.downtimeTuning.cooldownSeconds", BOTH, TYPE_INVALID),
+]
+
+
+@pytest.mark.parametrize("value", [[], [1], {}, {"a": 1}], ids=["[]", "[1]", "{}", "{a}"])
+@pytest.mark.parametrize(("path", "gates", "cause_type"), SCALAR_FIELDS,
+                         ids=[case[0].removeprefix("spec.") for case in SCALAR_FIELDS])
+def test_container_where_a_scalar_is(path, gates, cause_type, value):
+    found = causes(with_value(path, value), feature_gates=gates)
+    assert [(kind, field) for kind, field, _ in found] == [(cause_type, path)]
+    assert shown(value) in found[0][2]
