@@ -217,6 +217,8 @@ def assert_rotation(
     try:
         replace()
         wait_for_new_certificate(running.port, context, new, before)
+        # A client that sends no server name (Python sends none for an IP address) too.
+        assert peer_fingerprint(running.port, context, "127.0.0.1") == new
         assert get(before) == 200
         assert before.sock is sock, "the connection opened before was replaced"
         assert fingerprint(sock.getpeercert(binary_form=True) or b"") == old
