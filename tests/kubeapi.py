@@ -235,7 +235,9 @@ class _Server(ThreadingHTTPServer):
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         # The TLS handshake happens here, in the connection's thread, not in accept().
+        # No Nagle delay, as Go's net/http does not have one either.
         try:
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             request = self.context.wrap_socket(request, server_side=True)
         except (OSError, ssl.SSLError):
             return
