@@ -40,7 +40,8 @@ def labels_of(obj: Object) -> Mapping[str, str]:
 
 def namespaced_key(obj: Object) -> tuple[str, str]:
     metadata = obj.get("metadata") or {}
-    return sys.intern(metadata.get("namespace") or ""), metadata.get("name") or ""
+    # Interned: KubeVirt repeats the name in labels (kubevirt.io/domain, vm.kubevirt.io/name).
+    return sys.intern(metadata.get("namespace") or ""), sys.intern(metadata.get("name") or "")
 
 
 def name_key(obj: Object) -> str:
