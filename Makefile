@@ -27,6 +27,7 @@ lint: $(STAMP)
 ## bench: the benchmarks under bench/ (run by hand; they print figures)
 bench: $(STAMP)
 	$(BIN)/python bench/validate.py
+	$(BIN)/python bench/live_state.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
