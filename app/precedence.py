@@ -1,8 +1,8 @@
 """Which policy applies to a VMI: matching, precedence, and the index that makes it cheap.
 
-Policies are indexed by their selector pairs, so finding the winner for a VMI costs in
-proportion to how many policies use the VMI's and its namespace's labels, not to how many
-policies exist.
+Policies are indexed by a selector pair each, so finding the winner for a VMI costs in
+proportion to the policies filed under the VMI's and its namespace's labels, not to how
+many policies exist.
 """
 
 import threading
@@ -14,6 +14,9 @@ from typing import Any
 from app.policy import Policy
 
 _NS, _VMI = "namespace", "vmi"
+
+Pair = tuple[str, str, str]
+"""(source, key, value): a label pair of a VMI selector or a namespace selector."""
 
 
 class Precedence(StrEnum):
@@ -42,18 +45,31 @@ def winner_by_scan(
 
 
 class PolicyIndex:
-    """The current policies, indexed by selector pair. Safe to share between threads."""
+    """The current policies, indexed for matching. Safe to share between threads.
+
+    Each policy is filed under one of its selector pairs, its anchor: the pair that the
+    fewest policies share. A VMI can only match a policy whose anchor is among its own and
+    its namespace's labels, so a lookup checks just the policies anchored there, however
+    many policies share the VMI's commoner labels. Anchors are chosen when a policy is put,
+    from the counts of that moment; building the index from a whole list counts first.
+    """
 
     def __init__(self, mode: Precedence, policies: Iterable[Policy] = ()) -> None:
         self.mode = mode
         self._lock = threading.Lock()
         self._policies: dict[str, Policy] = {}
         self._keys: dict[str, tuple[Any, ...]] = {}
-        self._by_pair: defaultdict[tuple[str, str, str], set[str]] = defaultdict(set)
+        self._pair_counts: Counter[Pair] = Counter()
+        self._anchor: dict[str, Pair] = {}
+        self._anchored: defaultdict[Pair, set[str]] = defaultdict(set)
         self._match_all: set[str] = set()
         self._by_selectors: defaultdict[tuple[Any, ...], set[str]] = defaultdict(set)
-        for policy in policies:
-            self.put(policy)
+        policies = {policy.name: policy for policy in policies}
+        for policy in policies.values():
+            if policy.has_selectors:
+                self._pair_counts.update(_pairs(policy))
+        for policy in policies.values():
+            self._insert(policy, counted=True)
 
     def __len__(self) -> int:
         return len(self._policies)
@@ -69,19 +85,27 @@ class PolicyIndex:
         """Add the policy, or replace the one of the same name."""
         with self._lock:
             self._remove(policy.name)
-            self._policies[policy.name] = policy
-            if not policy.has_selectors:
-                return
-            self._keys[policy.name] = precedence_key(policy, self.mode)
-            self._by_selectors[policy.selectors_key()].add(policy.name)
-            for pair in _pairs(policy):
-                self._by_pair[pair].add(policy.name)
-            if policy.score == 0:
-                self._match_all.add(policy.name)
+            self._insert(policy, counted=False)
 
     def remove(self, name: str) -> None:
         with self._lock:
             self._remove(name)
+
+    def _insert(self, policy: Policy, *, counted: bool) -> None:
+        self._policies[policy.name] = policy
+        if not policy.has_selectors:
+            return
+        self._keys[policy.name] = precedence_key(policy, self.mode)
+        self._by_selectors[policy.selectors_key()].add(policy.name)
+        pairs = list(_pairs(policy))
+        if not pairs:
+            self._match_all.add(policy.name)
+            return
+        if not counted:
+            self._pair_counts.update(pairs)
+        anchor = min(pairs, key=lambda pair: (self._pair_counts[pair], pair))
+        self._anchor[policy.name] = anchor
+        self._anchored[anchor].add(policy.name)
 
     def _remove(self, name: str) -> None:
         policy = self._policies.pop(name, None)
@@ -89,9 +113,14 @@ class PolicyIndex:
             return
         del self._keys[name]
         _discard(self._by_selectors, policy.selectors_key(), name)
-        for pair in _pairs(policy):
-            _discard(self._by_pair, pair, name)
         self._match_all.discard(name)
+        anchor = self._anchor.pop(name, None)
+        if anchor is not None:
+            _discard(self._anchored, anchor, name)
+            for pair in _pairs(policy):
+                self._pair_counts[pair] -= 1
+                if self._pair_counts[pair] <= 0:
+                    del self._pair_counts[pair]
 
     def applicable(
         self, vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str]
@@ -113,15 +142,14 @@ class PolicyIndex:
     def _applicable_names(
         self, vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str]
     ) -> list[str]:
-        hits: Counter[str] = Counter()
+        names = list(self._match_all)
+        policies = self._policies
         for source, labels in ((_VMI, vmi_labels), (_NS, ns_labels)):
             for key, value in labels.items():
-                names = self._by_pair.get((source, key, value))
-                if names:
-                    hits.update(names)
-        policies = self._policies
-        names = [name for name, count in hits.items() if count == policies[name].score]
-        names.extend(self._match_all)
+                anchored = self._anchored.get((source, key, value))
+                if anchored:
+                    names.extend(name for name in anchored
+                                 if policies[name].applies_to(vmi_labels, ns_labels))
         return names
 
     def with_same_selectors(self, policy: Policy) -> list[str]:
@@ -131,7 +159,7 @@ class PolicyIndex:
             return sorted(name for name in names if name != policy.name)
 
 
-def _pairs(policy: Policy) -> Iterator[tuple[str, str, str]]:
+def _pairs(policy: Policy) -> Iterator[Pair]:
     for key, value in policy.vmi_selector.items():
         yield _VMI, key, value
     for key, value in policy.namespace_selector.items():

@@ -247,3 +247,26 @@ def test_index_after_removal_agrees_with_plain_scan(
     index.remove(gone.name)
     rest = [p for p in policies if p.name != gone.name]
     assert index.winner(vmi, ns) == winner_by_scan(rest, vmi, ns, DOCUMENTED)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    policies=st.lists(_policy, min_size=1, max_size=12, unique_by=lambda p: p.name),
+    replacements=st.lists(_policy, max_size=4),
+    vmi=_labels,
+    ns=_labels,
+    mode=st.sampled_from(list(Precedence)),
+)
+def test_index_built_one_put_at_a_time_agrees_with_plain_scan(
+    policies: list[Policy], replacements: list[Policy], vmi: dict[str, str],
+    ns: dict[str, str], mode: Precedence,
+) -> None:
+    """Anchors chosen from partial counts, and policies replaced, still find every match."""
+    index = PolicyIndex(mode)
+    current = {}
+    for each in [*policies, *replacements]:
+        index.put(each)
+        current[each.name] = each
+    assert index.winner(vmi, ns) == winner_by_scan(current.values(), vmi, ns, mode)
+    assert {p.name for p in index.applicable(vmi, ns)} == {
+        p.name for p in current.values() if p.applies_to(vmi, ns)}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from app.feature_gates import KNOWN_FEATURE_GATES
 from app.manifests import Document, ManifestError, manifest_files, read_documents
-from app.policy import policy_from_object
+from app.policy import Policy, policy_from_object
 from app.policy_validation import KIND as POLICY_KIND
 from app.policy_validation import validate_policy
 from app.precedence import PolicyIndex, Precedence
@@ -46,7 +46,7 @@ def load_snapshot(directory: Path, precedence: Precedence) -> Snapshot:
             documents.extend(read_documents(path))
         except ManifestError as error:
             problems.append(str(error))
-    policies = PolicyIndex(precedence)
+    policies: list[Policy] = []
     vmis: dict[tuple[str, str], Mapping[str, str]] = {}
     namespaces: dict[str, Mapping[str, str]] = {}
     for document in documents:
@@ -56,7 +56,7 @@ def load_snapshot(directory: Path, precedence: Precedence) -> Snapshot:
         if document.kind == POLICY_KIND:
             findings = validate_policy(obj, feature_gates=KNOWN_FEATURE_GATES)
             if findings.valid:
-                policies.put(policy_from_object(obj))
+                policies.append(policy_from_object(obj))
             else:
                 problems.append(f"{document.source}: invalid MigrationPolicy: {findings.summary()}")
         elif document.kind == "VirtualMachineInstance" and labels is not None:
@@ -68,7 +68,7 @@ def load_snapshot(directory: Path, precedence: Precedence) -> Snapshot:
             problems.append(f"{document.source}: metadata.labels must map strings to strings")
     if problems:
         raise StateError("; ".join(problems))
-    return Snapshot(policies, vmis, namespaces)
+    return Snapshot(PolicyIndex(precedence, policies), vmis, namespaces)
 
 
 def _labels(metadata: Mapping[str, object]) -> dict[str, str] | None:

@@ -126,11 +126,8 @@ class PolicyStore:
         return len(self.index)
 
     def replace(self, objects: Iterable[Object]) -> int:
-        index = PolicyIndex(self._precedence)
-        for obj in objects:
-            policy = _valid_policy(obj)
-            if policy is not None:
-                index.put(policy)
+        valid = (_valid_policy(obj) for obj in objects)
+        index = PolicyIndex(self._precedence, (policy for policy in valid if policy))
         self.index = index
         return len(index)
 
