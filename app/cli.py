@@ -5,6 +5,7 @@ import asyncio
 import base64
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def _add_state_flags(parser: argparse.ArgumentParser) -> None:
                         default=Precedence.DOCUMENTED.value,
                         help="how ties are decided (default: documented)")
     parser.add_argument("--annotation-prefix", default="migrations.kubevirt.io/")
+    parser.add_argument("--kubeconfig", type=Path,
+                        help="with --state kube: kubeconfig file (default: in-cluster)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,8 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="require client certificates signed by this CA")
     serve.add_argument("--certs-dir", type=Path, default=Path("certs"),
                        help="where development certificates are made when none is given")
-    serve.add_argument("--kubeconfig", type=Path,
-                       help="with --state kube: kubeconfig file (default: in-cluster)")
     serve.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
     _add_state_flags(serve)
     _add_policy_flags(serve)
@@ -105,6 +106,26 @@ def open_state(settings: Settings) -> ClusterState:
     return DirectoryState(Path(settings.state), settings.precedence)
 
 
+SYNC_TIMEOUT_SECONDS = 30.0
+
+
+def synced_state(settings: Settings) -> ClusterState:
+    """The cluster state, loaded once for a one-shot command (`review`, `explain`)."""
+    state = open_state(settings)
+    if settings.state == KUBE_STATE:
+        asyncio.run(_wait_until_ready(state))
+    return state
+
+
+async def _wait_until_ready(state: ClusterState) -> None:
+    await state.start()
+    deadline = time.monotonic() + SYNC_TIMEOUT_SECONDS
+    while not state.is_ready():
+        if time.monotonic() > deadline:
+            raise StateError(f"the cluster state did not sync within {SYNC_TIMEOUT_SECONDS:.0f} s")
+        await asyncio.sleep(0.05)
+
+
 def _parse_labels(text: str) -> dict[str, str]:
     labels = {}
     for pair in filter(None, (part.strip() for part in text.split(","))):
@@ -127,7 +148,7 @@ def run_review(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_USAGE
     try:
         request = parse_review(orjson.dumps(documents[0].object))
-        state = DirectoryState(Path(settings.state), settings.precedence)
+        state = synced_state(settings)
         handler = handler_for_resource(build_handlers(settings, state), request)
         response = handler(request)
     except (ReviewError, StateError) as error:
@@ -146,7 +167,7 @@ def run_review(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_explain(args: argparse.Namespace, settings: Settings) -> int:
-    state = DirectoryState(Path(settings.state), settings.precedence)
+    state = synced_state(settings)
     if args.vmi_labels is not None or args.namespace_labels is not None:
         vmi_labels = _parse_labels(args.vmi_labels or "")
         ns_labels = _parse_labels(args.namespace_labels or "")
