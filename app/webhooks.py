@@ -24,7 +24,7 @@ from app.policy_validation import RESOURCE as POLICY_RESOURCE
 from app.policy_validation import VERSIONS as POLICY_VERSIONS
 from app.policy_validation import validate_policy
 from app.settings import Settings
-from app.state import ClusterState
+from app.state import ClusterState, LookupFailed
 
 MIGRATION_GROUP = "kubevirt.io"
 MIGRATION_RESOURCE = "virtualmachineinstancemigrations"
@@ -111,13 +111,19 @@ class MigrationStamper:
         )
         if not isinstance(vmi_name, str) or not vmi_name:
             return allowed(request.uid, ["no migration policy applied: spec.vmiName is not set"])
-        vmi_labels = self.state.vmi_labels(namespace, vmi_name)
+        vmi = f"VMI {vmi_name!r} in namespace {namespace!r}"
+        try:
+            vmi_labels = self.state.vmi_labels(namespace, vmi_name)
+            ns_labels = None if vmi_labels is None else self.state.namespace_labels(namespace)
+        except LookupFailed as error:
+            return allowed(request.uid, [
+                f"no migration policy applied: could not look up {vmi}: {error}",
+            ])
         if vmi_labels is None:
             return allowed(request.uid, [
                 f"no migration policy applied: VMI {vmi_name!r} not found in namespace "
                 f"{namespace!r}",
             ])
-        ns_labels = self.state.namespace_labels(namespace)
         if ns_labels is None:
             return allowed(request.uid, [
                 f"no migration policy applied: namespace {namespace!r} not found",

@@ -360,6 +360,18 @@ def test_a_vmi_created_just_before_its_migration_is_fetched_directly(tmp_path, a
         assert decide(client, "hpc", "new-db").policy == "db"
 
 
+def test_a_failed_direct_get_says_so(tmp_path, api):
+    seed(api)
+    api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+    with webhook(tmp_path, api) as (_, client):
+        api.fail("get", VMIS, 503)
+        failed = decide(client, "hpc", "not-yet-watched")
+        assert failed == Decision({}, ["no migration policy applied: could not look up VMI "
+                                       "'not-yet-watched' in namespace 'hpc': the API "
+                                       "answered 503"])
+        assert decide(client, "hpc", "db").policy == "db"  # cache hits are unaffected
+
+
 def test_a_direct_get_does_not_hold_up_other_requests(tmp_path, api):
     seed(api)
     api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))

@@ -15,6 +15,10 @@ class WouldBlock(Exception):
     """
 
 
+class LookupFailed(Exception):
+    """A lookup could not tell whether the object exists (the API failed or timed out)."""
+
+
 class ClusterState(Protocol):
     """What the webhooks need to know about the cluster, answered from memory."""
 
@@ -28,11 +32,14 @@ class ClusterState(Protocol):
         ...
 
     def vmi_labels(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        """The labels of a VMI, or None if there is no such VMI. May raise WouldBlock."""
+        """The labels of a VMI, or None if there is no such VMI.
+
+        May raise WouldBlock, or LookupFailed when the answer cannot be known.
+        """
         ...
 
     def namespace_labels(self, name: str) -> Mapping[str, str] | None:
-        """The labels of a namespace, or None if there is none. May raise WouldBlock."""
+        """The labels of a namespace, or None if there is none (may raise as vmi_labels)."""
         ...
 
     async def start(self) -> None:

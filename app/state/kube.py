@@ -22,7 +22,7 @@ import urllib3
 
 from app.precedence import PolicyIndex, Precedence
 from app.settings import Settings
-from app.state import WouldBlock
+from app.state import LookupFailed, WouldBlock
 from app.state.kube_api import (
     MIGRATION_POLICIES,
     NAMESPACES,
@@ -104,12 +104,13 @@ class KubeState:
                 path, accept=resource.object_accept,
                 timeout=urllib3.Timeout(total=self._lookup_timeout))
         except ApiError as error:
-            if error.code != 404:
-                log.warning("GET %s failed: %s", path, error)
-            return None
+            if error.code == 404:
+                return None
+            log.warning("GET %s failed: %s", path, error)
+            raise LookupFailed(f"the API answered {error.code}") from error
         except TransportErrors as error:
             log.warning("GET %s failed: %s", path, error)
-            return None
+            raise LookupFailed(f"the API did not answer: {type(error).__name__}") from error
         labels = labels_of(obj)
         store.remember(key, labels)
         log.info("%s %s was not cached yet: fetched directly", resource.plural,
