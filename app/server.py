@@ -13,7 +13,13 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from app.admission import ReviewError, encode_review, parse_review
+from app.admission import (
+    AdmissionRequest,
+    AdmissionResponse,
+    ReviewError,
+    encode_review,
+    parse_review,
+)
 from app.metrics import Metrics
 from app.settings import Settings
 from app.state import ClusterState, WouldBlock
@@ -85,6 +91,20 @@ def create_app(settings: Settings, state: ClusterState) -> FastAPI:
     return app
 
 
+async def _answer(handler: Handler, request: AdmissionRequest) -> AdmissionResponse:
+    """The handler's answer; a bug in it becomes the handler's errored answer, not a 500."""
+    try:
+        try:
+            return handler(request)
+        except WouldBlock:  # a lookup must call the API: not on the event loop
+            return await run_in_threadpool(handler, request)
+    except ReviewError:
+        raise
+    except Exception:
+        log.exception("answering review %s of %s failed", request.uid, request.resource_name)
+        return handler.errored(request)
+
+
 def _review_endpoint(path: str, handler: Handler, settings: Settings, metrics: Metrics):
     async def review(request: Request) -> Response:
         started = time.perf_counter()
@@ -96,10 +116,7 @@ def _review_endpoint(path: str, handler: Handler, settings: Settings, metrics: M
                                     f"{settings.max_body_bytes} bytes")
         try:
             admission_request = parse_review(body)
-            try:
-                response = handler(admission_request)
-            except WouldBlock:  # a lookup must call the API: not on the event loop
-                response = await run_in_threadpool(handler, admission_request)
+            response = await _answer(handler, admission_request)
         except ReviewError as error:
             metrics.rejected_bodies.labels(path, "400").inc()
             return _json_error(400, str(error))

@@ -3,9 +3,9 @@
 Nothing here knows about HTTP; the server and the `review` command both call these.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from app.admission import (
     AdmissionRequest,
@@ -32,7 +32,12 @@ MIGRATION_RESOURCE = "virtualmachineinstancemigrations"
 VALIDATE_PATH = "/validate-migrationpolicy"
 MUTATE_PATH = "/mutate-virtualmachineinstancemigration"
 
-Handler = Callable[[AdmissionRequest], AdmissionResponse]
+class Handler(Protocol):
+    """Answers one review; `errored` answers in its place if answering raised a bug."""
+
+    def __call__(self, request: AdmissionRequest) -> AdmissionResponse: ...
+
+    def errored(self, request: AdmissionRequest) -> AdmissionResponse: ...
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,12 @@ class PolicyValidator:
             return invalid(request.uid, findings=findings, group=POLICY_GROUP, kind=POLICY_KIND,
                            name=name if isinstance(name, str) else request.name)
         return allowed(request.uid, findings.warnings)
+
+    def errored(self, request: AdmissionRequest) -> AdmissionResponse:
+        """Fail closed, as the webhook's failurePolicy does, but say so."""
+        return denied(request.uid, code=500, reason="InternalError",
+                      message="migration-policy-webhook failed to validate this policy: "
+                      "an internal error, logged by the webhook; try again or report it")
 
     def _same_selectors(self, name: str, selectors: Mapping[str, Any]) -> list[str]:
         candidate = policy_from_object({"metadata": {"name": name},
@@ -132,6 +143,12 @@ class MigrationStamper:
         patch = stamp_patch(migration, policy, self.settings.annotation_prefix)
         audit = {POLICY_ANNOTATION: policy.name} if policy is not None else None
         return patched(request.uid, patch, audit=audit)
+
+
+    def errored(self, request: AdmissionRequest) -> AdmissionResponse:
+        """Never block a migration, even on a bug."""
+        return allowed(request.uid, ["no migration policy applied: an internal error in "
+                                     "migration-policy-webhook, logged by it"])
 
 
 def _require_object(request: AdmissionRequest) -> dict[str, Any]:
