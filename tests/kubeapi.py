@@ -64,6 +64,11 @@ class Resource:
     def prefix(self) -> str:
         return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
 
+    @property
+    def group_resource(self) -> str:
+        """`migrationpolicies.migrations.kubevirt.io`, as the API server's messages name it."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
 
 MIGRATION_POLICIES = Resource("migrations.kubevirt.io", "v1alpha1", "migrationpolicies",
                               "MigrationPolicy", namespaced=False)
@@ -78,10 +83,29 @@ _REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotF
             504: "Timeout"}
 
 
-def status(code: int, message: str, reason: str | None = None) -> Object:
+def status(code: int, message: str, reason: str | None = None,
+           details: Mapping[str, Any] | None = None) -> Object:
     """A `Status` object, as the API server answers errors."""
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason or _REASONS.get(code, "Unknown"), "code": code}
+    body: Object = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": message, "reason": reason or _REASONS.get(code, "Unknown")}
+    if details is not None:
+        body["details"] = dict(details)
+    body["code"] = code
+    return body
+
+
+def object_status(code: int, resource: Resource, name: str, message: str) -> Object:
+    """A Status about one object, as apimachinery's NewNotFound, NewAlreadyExists and
+    NewConflict build it: `<plural>.<group> "<name>" <message>`, details naming it (with the
+    resource as `kind`, as the API server does)."""
+    details = {"name": name, "group": resource.group, "kind": resource.plural}
+    if not resource.group:
+        del details["group"]
+    return status(code, f'{resource.group_resource} "{name}" {message}', None, details)
+
+
+class StaleResourceVersion(Exception):
+    """A write that expected another resourceVersion than the stored one (409 Conflict)."""
 
 
 # Builders for the objects tests use.
@@ -145,20 +169,28 @@ class Request:
                       parse_qs(url.query, keep_blank_values=True).items()}
         self.params = params
         self.headers = handler.headers
+        self._body_read = False
 
     @property
     def metadata_only(self) -> bool:
         return "as=PartialObjectMetadata" in (self.headers.get("Accept") or "")
 
     def body(self) -> bytes:
+        if self._body_read:
+            return b""
+        self._body_read = True
         length = int(self.headers.get("Content-Length") or 0)
         return self._handler.rfile.read(length) if length else b""
 
-    def send_json(self, code: int, obj: Any, content_type: str = JSON) -> None:
+    def send_json(self, code: int, obj: Any, content_type: str = JSON,
+                  headers: Sequence[tuple[str, str]] = ()) -> None:
         data = orjson.dumps(obj)
         handler = self._handler
         handler.send_response(code)
         handler.send_header("Content-Type", content_type)
+        for name, value in headers:
+            # Header bytes as Go writes them (UTF-8), through http.server's latin-1 encoding.
+            handler.send_header(name, value.encode().decode("latin-1"))
         handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()
         handler.wfile.write(data)
@@ -416,13 +448,43 @@ class KubeApiServer:
     def get(self, resource: Resource, name: str, namespace: str = "") -> Object | None:
         return self._objects[resource].get((namespace if resource.namespaced else "", name))
 
+    def snapshot(self, resource: Resource) -> tuple[int, list[Object]]:
+        """The current resourceVersion and every object of `resource`, by namespace and name."""
+        with self._cond:
+            return self._rv, self._matching(resource, None)
+
+    def write(self, resource: Resource, obj: Mapping[str, Any], *, create: bool,
+              resource_version: str | None = None) -> Object:
+        """Store `obj` as the API server's registry does after admission: with the uid,
+        creationTimestamp and generation the caller has set in its metadata (the ones the
+        admission webhooks saw), a new resourceVersion, and one ADDED or MODIFIED event.
+
+        Raises ValueError if `create` and it exists, KeyError if not `create` and it does
+        not, StaleResourceVersion if `resource_version` is not the stored one's.
+        """
+        with self._cond:
+            key = self._key(resource, obj)
+            old = self._objects[resource].get(key)
+            if create and old is not None:
+                raise ValueError(f"{resource.plural} {key} already exists")
+            if not create and old is None:
+                raise KeyError(f"{resource.plural} {key} not found")
+            if (old is not None and resource_version is not None
+                    and old["metadata"]["resourceVersion"] != resource_version):
+                raise StaleResourceVersion(key)
+            stored = self._store(resource, key, obj, "ADDED" if create else "MODIFIED",
+                                 new=create, old=old, system_fields=True)
+            self._cond.notify_all()
+        return stored
+
     def _key(self, resource: Resource, obj: Mapping[str, Any]) -> tuple[str, str]:
         metadata = obj.get("metadata") or {}
         ns = (metadata.get("namespace") or "default") if resource.namespaced else ""
         return ns, metadata["name"]
 
     def _store(self, resource: Resource, key: tuple[str, str], obj: Mapping[str, Any],
-               event_type: str, *, new: bool = False, old: Object | None = None) -> Object:
+               event_type: str, *, new: bool = False, old: Object | None = None,
+               system_fields: bool = False) -> Object:
         self._rv += 1
         stored: Object = orjson.loads(orjson.dumps(obj))  # a private copy
         stored.setdefault("apiVersion", resource.api_version)
@@ -432,9 +494,10 @@ class KubeApiServer:
             metadata["namespace"] = key[0]
         metadata["resourceVersion"] = str(self._rv)
         previous = (old or {}).get("metadata", {})
-        metadata["uid"] = previous.get("uid") or str(uuid.uuid4())
-        metadata["creationTimestamp"] = previous.get("creationTimestamp") or _now()
-        metadata["generation"] = 1 if new else previous.get("generation", 1) + 1
+        if not system_fields:
+            metadata["uid"] = previous.get("uid") or str(uuid.uuid4())
+            metadata["creationTimestamp"] = previous.get("creationTimestamp") or _now()
+            metadata["generation"] = 1 if new else previous.get("generation", 1) + 1
         self._objects[resource][key] = stored
         self._record(resource, event_type, stored)
         return stored
@@ -533,7 +596,9 @@ class KubeApiServer:
         method = handler.command
         path = urlsplit(handler.path).path
         if handler.headers.get("Authorization") != f"Bearer {self.token}":
-            Request(handler, method, {}).send_status(401, "Unauthorized")
+            request = Request(handler, method, {})
+            request.body()  # a body left unread would be taken for the next request
+            request.send_status(401, "Unauthorized")
             return
         for route in self.routes:
             if route.method != method:
@@ -542,9 +607,13 @@ class KubeApiServer:
             if match:
                 params = {key: unquote(value) for key, value in match.groupdict().items()
                           if value is not None}
-                route.handle(Request(handler, method, params))
+                request = Request(handler, method, params)
+                route.handle(request)
+                request.body()  # drained if the route did not read it (DELETE's options)
                 return
-        Request(handler, method, {}).send_status(
+        request = Request(handler, method, {})
+        request.body()
+        request.send_status(
             404, f"the server could not find the requested resource ({method} {path})")
 
     def _note(self, verb: str, resource: Resource, request: Request) -> int | None:
@@ -576,7 +645,7 @@ class KubeApiServer:
             name = request.params["name"]
             obj = self.get(resource, name, request.params.get("namespace", ""))
             if obj is None:
-                request.send_status(404, f'{resource.plural} "{name}" not found')
+                request.send_json(404, object_status(404, resource, name, "not found"))
                 return
             if request.metadata_only:
                 request.send_json(200, _partial(obj), _partial_type("PartialObjectMetadata"))
