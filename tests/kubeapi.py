@@ -16,8 +16,10 @@ Tests change the cluster with `create`/`update`/`delete` and make faults with
 `cut_watches`, `compact`, `fail`, `holding_events`, `hold_gets`, `stop`/`start`/`restart`.
 Resource versions are one global counter, as etcd's are.
 
-To extend it (discovery, POST, PATCH for kubectl): add a `Route` with `add_route`, or a
-`Resource` to the constructor; route handlers get a `Request` with the path parameters.
+To extend it: add a `Route` with `add_route`, or a `Resource` to the constructor; route
+handlers get a `Request` with the path parameters. `kubeapi_admission.AdmissionFront` adds
+what kubectl needs (discovery, OpenAPI, create, apply, replace, delete) for the
+MigrationPolicy CRD, and calls validating webhooks on writes as the API server does.
 """
 
 import base64
