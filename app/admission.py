@@ -29,6 +29,10 @@ class GroupVersionResource(TypedDict):
 
 
 class StatusCause(TypedDict):
+    """A `metav1.StatusCause`. Its Go field Type travels as `reason` on the wire; the same
+    value is also written as `type`, the name the contract and the Go API use."""
+
+    reason: str
     type: str
     field: str
     message: str
@@ -167,7 +171,8 @@ def invalid(
         group=group,
         kind=kind,
         causes=[
-            StatusCause(type=cause.type.value, field=cause.field, message=cause.message)
+            StatusCause(reason=cause.type.value, type=cause.type.value, field=cause.field,
+                        message=cause.message)
             for cause in findings.causes
         ],
     )

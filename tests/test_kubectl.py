@@ -387,9 +387,6 @@ def test_the_install_guide_shows_what_kubectl_prints(cluster: Cluster) -> None:
 
 # --- what travels in the Status -------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "app/admission.py writes each cause's type under the key `type`; metav1.StatusCause's "
-    "JSON key is `reason`, so the API server drops it (kubectl's output is unaffected)"))
 def test_cause_types_reach_the_client(cluster: Cluster) -> None:
     policy = yaml.safe_load((POLICIES / "two-mistakes.yaml").read_text())
     with httpx.Client(verify=ssl.create_default_context(cafile=cluster.api.ca_file), headers={
