@@ -12,57 +12,56 @@ SERVICE_PORT = 443
 TIMEOUT_SECONDS = 5
 
 
-def _client_config(service: str, namespace: str, path: str, ca_bundle: str) -> dict[str, Any]:
+def _configuration(kind: str, webhook: dict[str, Any]) -> dict[str, Any]:
+    """One configuration holding one webhook, with the settings both webhooks share."""
     return {
-        "service": {"name": service, "namespace": namespace, "path": path,
-                    "port": SERVICE_PORT},
-        "caBundle": ca_bundle,
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": kind,
+        "metadata": {"name": NAME},
+        "webhooks": [{
+            **webhook,
+            "sideEffects": "None",
+            "timeoutSeconds": TIMEOUT_SECONDS,
+            "admissionReviewVersions": ["v1", "v1beta1"],
+            "matchPolicy": "Equivalent",
+        }],
     }
 
 
 def webhook_configurations(service: str, namespace: str, ca_bundle: str) -> list[dict[str, Any]]:
     """The two configurations, pointing at `service` in `namespace`, trusting `ca_bundle`."""
-    validating = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": NAME},
-        "webhooks": [{
-            "name": "validate.migrationpolicies.migrations.kubevirt.io",
-            "clientConfig": _client_config(service, namespace, VALIDATE_PATH, ca_bundle),
-            "rules": [{
-                "apiGroups": [POLICY_GROUP],
-                "apiVersions": list(POLICY_VERSIONS),
-                "operations": ["CREATE", "UPDATE"],
-                "resources": [POLICY_RESOURCE],
-                "scope": "Cluster",
-            }],
-            "failurePolicy": "Fail",
-            "sideEffects": "None",
-            "timeoutSeconds": TIMEOUT_SECONDS,
-            "admissionReviewVersions": ["v1", "v1beta1"],
-            "matchPolicy": "Equivalent",
+
+    def client_config(path: str) -> dict[str, Any]:
+        return {
+            "service": {"name": service, "namespace": namespace, "path": path,
+                        "port": SERVICE_PORT},
+            "caBundle": ca_bundle,
+        }
+
+    validating = _configuration("ValidatingWebhookConfiguration", {
+        "name": "validate.migrationpolicies.migrations.kubevirt.io",
+        "clientConfig": client_config(VALIDATE_PATH),
+        "rules": [{
+            "apiGroups": [POLICY_GROUP],
+            "apiVersions": list(POLICY_VERSIONS),
+            "operations": ["CREATE", "UPDATE"],
+            "resources": [POLICY_RESOURCE],
+            "scope": "Cluster",
         }],
-    }
-    mutating = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": NAME},
-        "webhooks": [{
-            "name": "stamp.virtualmachineinstancemigrations.kubevirt.io",
-            "clientConfig": _client_config(service, namespace, MUTATE_PATH, ca_bundle),
-            "rules": [{
-                "apiGroups": [MIGRATION_GROUP],
-                "apiVersions": ["v1"],
-                "operations": ["CREATE"],
-                "resources": [MIGRATION_RESOURCE],
-                "scope": "Namespaced",
-            }],
-            "failurePolicy": "Ignore",
-            "sideEffects": "None",
-            "timeoutSeconds": TIMEOUT_SECONDS,
-            "admissionReviewVersions": ["v1", "v1beta1"],
-            "reinvocationPolicy": "IfNeeded",
-            "matchPolicy": "Equivalent",
+        "failurePolicy": "Fail",
+    })
+    mutating = _configuration("MutatingWebhookConfiguration", {
+        "name": "stamp.virtualmachineinstancemigrations.kubevirt.io",
+        "clientConfig": client_config(MUTATE_PATH),
+        "rules": [{
+            "apiGroups": [MIGRATION_GROUP],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE"],
+            "resources": [MIGRATION_RESOURCE],
+            "scope": "Namespaced",
         }],
-    }
+        "failurePolicy": "Ignore",
+        # A later mutating webhook may change the migration: look at it again then.
+        "reinvocationPolicy": "IfNeeded",
+    })
     return [validating, mutating]
