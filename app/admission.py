@@ -18,6 +18,10 @@ REVIEW_API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 REVIEW_KIND = "AdmissionReview"
 
 
+_MANIFEST_HINT = (" (the webhooks take an AdmissionReview, in JSON, as in samples/reviews/; "
+                  "to check a manifest, run: migration-policy-webhook lint FILE)")
+
+
 class ReviewError(ValueError):
     """The body is not an AdmissionReview this service can answer (HTTP 400)."""
 
@@ -86,7 +90,7 @@ def parse_review(body: bytes) -> AdmissionRequest:
     try:
         review = orjson.loads(body)
     except orjson.JSONDecodeError as error:
-        raise ReviewError(f"the body is not valid JSON: {error}") from None
+        raise ReviewError(f"the body is not valid JSON: {error}{_MANIFEST_HINT}") from None
     if not isinstance(review, dict):
         raise ReviewError("the body must be a JSON object: an AdmissionReview")
     api_version = review.get("apiVersion")
@@ -94,6 +98,7 @@ def parse_review(body: bytes) -> AdmissionRequest:
         raise ReviewError(
             f"expected kind AdmissionReview with apiVersion {' or '.join(REVIEW_API_VERSIONS)}, "
             f"got kind {_shown(review.get('kind'))} apiVersion {_shown(api_version)}"
+            f"{_MANIFEST_HINT if review.get('kind') else ''}"
         )
     request = review.get("request")
     if not isinstance(request, dict):

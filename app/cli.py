@@ -212,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as error:
         for problem in error.errors():
             field = "--" + "-".join(str(part) for part in problem["loc"]).replace("_", "-")
-            print(f"{field}: {problem['msg']}", file=sys.stderr)
+            message = problem["msg"].removeprefix("Value error, ")
+            print(f"{field}: {message}", file=sys.stderr)
         return EXIT_USAGE
     except (StateError, ValueError) as error:
         print(error, file=sys.stderr)

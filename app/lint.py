@@ -5,7 +5,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.manifests import Document, ManifestError, read_documents
+from app.manifests import Document, ManifestError, manifest_files, read_documents
 from app.policy import policy_from_object
 from app.policy_validation import KIND as POLICY_KIND
 from app.policy_validation import validate_policy
@@ -14,10 +14,11 @@ from app.settings import Settings
 
 
 def lint_files(paths: Sequence[Path], settings: Settings) -> int:
-    """Print every problem of every policy; 1 if any file or policy is invalid, else 0."""
+    """Print every problem of every policy; 1 if any file or policy is invalid, or none is
+    found, else 0."""
     failed = False
     documents: list[Document] = []
-    for path in paths:
+    for path in _expand(paths):
         try:
             documents.extend(read_documents(path))
         except ManifestError as error:
@@ -56,5 +57,12 @@ def lint_files(paths: Sequence[Path], settings: Settings) -> int:
         for warning in findings.warnings:
             print(f"  Warning: {warning}")
     if not policies and not failed:
-        print("no MigrationPolicy found in " + ", ".join(map(str, paths)))
+        print("no MigrationPolicy found in " + ", ".join(map(str, paths)), file=sys.stderr)
+        failed = True
     return 1 if failed else 0
+
+
+def _expand(paths: Sequence[Path]) -> list[Path]:
+    """Files as given; a directory stands for its manifest files, as with kubectl -f DIR."""
+    return [file for path in paths
+            for file in (manifest_files(path) if path.is_dir() else [path])]

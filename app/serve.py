@@ -2,7 +2,10 @@
 
 import asyncio
 import contextlib
+import errno
 import logging
+import socket
+import ssl
 
 import uvicorn
 
@@ -20,13 +23,48 @@ def serving_files(settings: Settings) -> ServingFiles:
         return ServingFiles(settings.tls_cert_file, settings.tls_private_key_file)
     if settings.tls_cert_file or settings.tls_private_key_file:
         raise ValueError("--tls-cert-file and --tls-private-key-file go together")
-    return ensure_dev_certificates(settings.certs_dir)
+    try:
+        return ensure_dev_certificates(settings.certs_dir)
+    except OSError as error:
+        raise ValueError(f"--certs-dir {settings.certs_dir}: cannot write the development "
+                         f"certificates there: {error.strerror or error}") from None
+
+
+def serving_tls(settings: Settings) -> ReloadingTLS:
+    """The listening TLS context; a file that cannot be used is a usage error, named."""
+    files = serving_files(settings)
+    for path in (files.cert_file, files.key_file, settings.client_ca_file):
+        if path is not None and not path.is_file():
+            raise ValueError(f"{path}: no such file")
+    try:
+        return ReloadingTLS(files, settings.client_ca_file)
+    except (OSError, ssl.SSLError) as error:
+        given = f"{files.cert_file} and {files.key_file}"
+        if settings.client_ca_file is not None:
+            given += f" (client CA {settings.client_ca_file})"
+        raise ValueError(f"cannot serve TLS with {given}: they must be a PEM certificate and "
+                         f"its private key: {error}") from None
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail early, and say what to do, when another process listens on the port."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise ValueError(f"--port {port}: {host}:{port} is already in use (is another "
+                                 "serve running?): stop it or choose another --port") from None
+            raise ValueError(f"--host {host} --port {port}: cannot listen there: "
+                             f"{error.strerror or error}") from None
 
 
 async def serve(settings: Settings, state: ClusterState) -> None:
     """Serve until interrupted."""
-    files = serving_files(settings)
-    tls = ReloadingTLS(files, settings.client_ca_file)
+    tls = serving_tls(settings)
+    files = tls.files
+    check_port_free(settings.host, settings.port)
     config = uvicorn.Config(
         create_app(settings, state),
         host=settings.host,

@@ -12,6 +12,7 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.admission import (
     AdmissionRequest,
@@ -23,9 +24,12 @@ from app.admission import (
 from app.metrics import Metrics
 from app.settings import Settings
 from app.state import ClusterState, WouldBlock
-from app.webhooks import Handler, build_handlers
+from app.webhooks import MUTATE_PATH, VALIDATE_PATH, Handler, build_handlers
 
 log = logging.getLogger(__name__)
+
+ENDPOINTS = (f"POST {VALIDATE_PATH}, POST {MUTATE_PATH}, "
+             "GET /healthz, GET /readyz, GET /metrics")
 
 
 class BodyTooLarge(Exception):
@@ -64,7 +68,7 @@ def create_app(settings: Settings, state: ClusterState) -> FastAPI:
         finally:
             await state.stop()
 
-    app = FastAPI(title="migration-policy-webhook", lifespan=lifespan,
+    app = FastAPI(title="migration-policy-webhook", lifespan=lifespan, redirect_slashes=False,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.metrics = metrics
     app.state.cluster = state
@@ -75,18 +79,26 @@ def create_app(settings: Settings, state: ClusterState) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        return Response("ok", media_type="text/plain")
+        return Response("ok\n", media_type="text/plain")
 
     @app.get("/readyz")
     async def readyz() -> Response:
         if state.is_ready():
-            return Response("ok", media_type="text/plain")
-        return Response("cluster state not synced yet", status_code=503,
+            return Response("ok\n", media_type="text/plain")
+        return Response("cluster state not synced yet\n", status_code=503,
                         media_type="text/plain")
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        """404 and 405 in the service's own error shape, listing what it does serve."""
+        if error.status_code not in (404, 405):
+            return _json_error(error.status_code, str(error.detail))
+        what = "no such path" if error.status_code == 404 else f"{request.method} is not allowed on"
+        return _json_error(error.status_code, f"{what} {request.url.path}: {ENDPOINTS}")
 
     return app
 

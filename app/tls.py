@@ -94,13 +94,19 @@ def _fingerprint(paths: tuple[Path, ...]) -> bytes | None:
     return digest.digest()
 
 
+def openssl_serial(serial: int) -> str:
+    """The serial as `openssl x509 -serial` prints it: upper-case hex, whole bytes."""
+    digits = f"{serial:X}"
+    return digits.zfill(len(digits) + len(digits) % 2)
+
+
 def describe_certificate(path: Path) -> str:
     """Serial number and end of validity, for the log."""
     try:
         certificate = load_certificate(path)
     except (OSError, ValueError):
         return "unreadable"
-    return (f"serial {certificate.serial_number:x}, "
+    return (f"serial {openssl_serial(certificate.serial_number)}, "
             f"valid until {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
 
 

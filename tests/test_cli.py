@@ -115,9 +115,9 @@ def test_lint_list_kind(tmp_path):
 def test_lint_only_other_kinds(tmp_path):
     path = write(tmp_path, "ns.yaml", NAMESPACE)
     result = run_cli("lint", str(path))
-    assert result.returncode == 0
+    assert result.returncode == 1  # a wrong path in CI must not pass green
     assert "skipped, kind Namespace" in result.stdout
-    assert "no MigrationPolicy found" in result.stdout
+    assert "no MigrationPolicy found" in result.stderr
 
 
 def test_lint_several_files_exit_1_if_any_is_invalid(tmp_path):

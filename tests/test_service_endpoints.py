@@ -14,7 +14,7 @@ def metric(client: httpx.Client, name: str, **labels: str) -> float:
 
 
 def test_health_and_readiness(client: httpx.Client) -> None:
-    assert client.get("/healthz").text == "ok"
+    assert client.get("/healthz").text == "ok\n"
     assert client.get("/readyz").status_code == 200
 
 

@@ -62,8 +62,11 @@ def test_problems_are_reported_with_the_file(tmp_path: Path, content: str, expec
 
 
 def test_missing_directory_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(StateError, match="not a directory"):
+    with pytest.raises(StateError, match="no such directory"):
         load_snapshot(tmp_path / "nope", Precedence.DOCUMENTED)
+    (tmp_path / "file.yaml").write_text("{}")
+    with pytest.raises(StateError, match="not a directory of manifests"):
+        load_snapshot(tmp_path / "file.yaml", Precedence.DOCUMENTED)
 
 
 def test_reload_keeps_last_good_state(tmp_path: Path) -> None:

@@ -37,8 +37,11 @@ class Snapshot:
 
 def load_snapshot(directory: Path, precedence: Precedence) -> Snapshot:
     """Read every manifest under `directory`; raise StateError listing what is wrong."""
+    if not directory.exists():
+        raise StateError(f"--state {directory}: no such directory (give a directory of "
+                         "manifests, or kube for the live cluster)")
     if not directory.is_dir():
-        raise StateError(f"{directory}: not a directory of manifests")
+        raise StateError(f"--state {directory}: not a directory of manifests")
     problems: list[str] = []
     documents: list[Document] = []
     for path in manifest_files(directory):
