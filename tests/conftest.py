@@ -24,6 +24,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+ADDRESS_IN_USE_RETRIES = 5
+
+
+class AddressInUse(RuntimeError):
+    """The port chosen for the service was taken before the service bound it."""
+
+
 @dataclass
 class RunningService:
     """A `migration-policy-webhook serve` process and a client that trusts its CA."""
@@ -60,7 +67,24 @@ def start_service(
     """Start `python -m app serve` on a free port; wait until /healthz answers over TLS.
 
     `client_cert` is the (certificate, key) the test client presents, for `--client-ca-file`.
+    The port is free when chosen but only bound by the service a moment later, when another
+    socket (an outgoing connection's ephemeral port) may have taken it: then the service is
+    started again on another port.
     """
+    for attempt in range(1, ADDRESS_IN_USE_RETRIES + 1):
+        try:
+            return _start_service(tmp, args, ca_file=ca_file, wait_ready=wait_ready,
+                                  client_cert=client_cert)
+        except AddressInUse:
+            if attempt == ADDRESS_IN_USE_RETRIES:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_service(
+    tmp: Path, args: Sequence[str], *, ca_file: Path | None, wait_ready: bool,
+    client_cert: tuple[Path, Path] | None,
+) -> RunningService:
     port = free_port()
     certs = tmp / "certs"
     log_file = tmp / f"serve-{port}.log"
@@ -74,7 +98,10 @@ def start_service(
     path = "/readyz" if wait_ready else "/healthz"
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"serve exited with {process.returncode}:\n{service.log()}")
+            log = service.log()
+            if "already in use" in log:
+                raise AddressInUse(log)
+            raise RuntimeError(f"serve exited with {process.returncode}:\n{log}")
         try:
             if service.ca_file.exists():
                 with service.client() as client:
