@@ -201,7 +201,7 @@ spec:
 """
 
 
-def wait_for(predicate: Any, what: str, timeout: float = 10.0) -> None:
+def wait_for(predicate: Any, what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
