@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import ssl
 import subprocess
 import time
@@ -27,7 +28,7 @@ import httpx
 import jsonschema
 import pytest
 import yaml
-from conftest import REPO, SAMPLES, RunningService, free_port, start_service, stop_service
+from conftest import REPO, SAMPLES, RunningService, start_service, stop_service
 from kubeapi import MIGRATION_POLICIES, KubeApiServer
 from kubeapi_admission import AdmissionFront, Webhook
 from test_crd_schema import openapi_schema, schema_errors, to_json_schema
@@ -319,13 +320,17 @@ def test_delete_is_not_sent_to_the_webhook(cluster: Cluster) -> None:
 @needs_kubectl
 def test_a_webhook_out_of_reach_fails_the_write_closed(tmp_path: Path) -> None:
     """failurePolicy Fail: no service listening, the API server refuses the write."""
-    port = free_port()
-    ca_pem = make_ca("a CA", days=1, key_type=KeyType.ECDSA).certificate_pem()
-    cluster = make_cluster(tmp_path, f"https://127.0.0.1:{port}", ca_pem)
-    try:
-        result = cluster.kubectl("apply", "-f", AWESOME)
-    finally:
-        cluster.api.stop()
+    # The port stays bound, not listening, for the whole test: connections to it are
+    # refused, and nothing else (the API fixture's own port 0) can be given it meanwhile.
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+        ca_pem = make_ca("a CA", days=1, key_type=KeyType.ECDSA).certificate_pem()
+        cluster = make_cluster(tmp_path, f"https://127.0.0.1:{port}", ca_pem)
+        try:
+            result = cluster.kubectl("apply", "-f", AWESOME)
+        finally:
+            cluster.api.stop()
     assert result.returncode == 1
     url = f"https://127.0.0.1:{port}{VALIDATE}?timeout=5s"
     assert result.stderr == (
