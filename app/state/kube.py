@@ -99,6 +99,7 @@ class KubeState:
         if _on_event_loop():
             raise WouldBlock(f"{resource.plural} {_show(name, namespace)} is not cached")
         path = resource.object_path(name, namespace)
+        token = store.begin_lookup(key)
         try:
             obj: Mapping[str, Any] = self._api.get_json(
                 path, accept=resource.object_accept,
@@ -111,8 +112,11 @@ class KubeState:
         except TransportErrors as error:
             log.warning("GET %s failed: %s", path, error)
             raise LookupFailed(f"the API did not answer: {type(error).__name__}") from error
-        labels = labels_of(obj)
-        store.remember(key, labels)
+        else:
+            labels = labels_of(obj)
+            store.remember(key, labels, token)
+        finally:
+            store.end_lookup(key, token)
         log.info("%s %s was not cached yet: fetched directly", resource.plural,
                  _show(name, namespace))
         return labels

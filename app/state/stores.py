@@ -65,6 +65,7 @@ class LabelStore(Generic[K]):
         self._remember_for = remember_for
         self._remember_limit = remember_limit
         self._fetched: dict[K, tuple[float, Mapping[str, str]]] = {}
+        self._pending: dict[K, object] = {}
         self._fetched_lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -78,10 +79,26 @@ class LabelStore(Generic[K]):
                 return entry[1]
         return labels
 
-    def remember(self, key: K, labels: Mapping[str, str]) -> None:
-        """Keep what a direct GET found, for a little while."""
+    def begin_lookup(self, key: K) -> object:
+        """Mark a direct GET of `key` as started; pass the token to `remember`."""
+        token = object()
+        with self._fetched_lock:
+            self._pending[key] = token
+        return token
+
+    def end_lookup(self, key: K, token: object) -> None:
+        """Forget the mark of a GET that found nothing to remember."""
+        with self._fetched_lock:
+            if self._pending.get(key) is token:
+                del self._pending[key]
+
+    def remember(self, key: K, labels: Mapping[str, str], token: object) -> None:
+        """Keep what a direct GET found, for a little while, unless the watch has said
+        anything about the object since the GET began (its answer may then be stale)."""
         now = time.monotonic()
         with self._fetched_lock:
+            if self._pending.pop(key, None) is not token:
+                return
             fetched = self._fetched
             fetched.pop(key, None)
             fetched[key] = (now + self._remember_for, labels)
@@ -98,13 +115,15 @@ class LabelStore(Generic[K]):
         self._labels = labels
         with self._fetched_lock:
             self._fetched.clear()
+            self._pending.clear()
         return len(labels)
 
     def apply(self, event_type: str, obj: Object) -> None:
         key = self._key(obj)
-        if self._fetched:
+        if self._fetched or self._pending:
             with self._fetched_lock:
                 self._fetched.pop(key, None)
+                self._pending.pop(key, None)
         if event_type == DELETED:
             self._labels.pop(key, None)
         else:
