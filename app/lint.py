@@ -1,9 +1,8 @@
 """`lint FILE...`: validate MigrationPolicy manifests offline, as the webhook would."""
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from app.manifests import Document, ManifestError, manifest_files, read_documents
 from app.policy import policy_from_object
@@ -31,16 +30,11 @@ def lint_files(paths: Sequence[Path], settings: Settings) -> int:
     # Policies seen so far, so that two files with the same selectors are caught too.
     seen = PolicyIndex(settings.precedence)
 
-    def same_selectors(name: str, selectors: Mapping[str, Any]) -> list[str]:
-        candidate = policy_from_object({"metadata": {"name": name},
-                                        "spec": {"selectors": selectors}})
-        return seen.with_same_selectors(candidate)
-
     for doc in policies:
         findings = validate_policy(
             doc.object,
             feature_gates=settings.feature_gates,
-            same_selectors=same_selectors,
+            same_selectors=seen.with_same_selectors,
             deny_duplicate_selectors=settings.deny_duplicate_selectors,
         )
         metadata = doc.object.get("metadata")

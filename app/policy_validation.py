@@ -11,6 +11,7 @@ from typing import Any
 from app.feature_gates import MIGRATION_DOWNTIME_TUNING, MIGRATION_STALL_DETECTION
 from app.findings import MAX_WARNING_LENGTH, CauseType, Findings, quote
 from app.labels import dns1123_subdomain_problems
+from app.policy import Policy, policy_from_object
 from app.quantity import MEBI, QuantityError, parse_quantity
 from app.schema import INT64_MAX, Boolean, Context, Enum, Integer, LabelMap, Object, Quantity
 
@@ -76,8 +77,8 @@ SPEC = Object(
 
 TOP_LEVEL_FIELDS = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
 
-SameSelectors = Callable[[str, Mapping[str, Any]], list[str]]
-"""Given a policy's name and selectors, the names of other policies with equal selectors."""
+SameSelectors = Callable[[Policy], list[str]]
+"""Given a policy, the names of the other policies whose selectors equal its own."""
 
 
 def validate_policy(
@@ -110,7 +111,8 @@ def validate_policy(
     _warn(spec, findings)
     selectors = spec.get("selectors")
     if same_selectors is not None and name and findings.valid and isinstance(selectors, dict):
-        _check_duplicates(name, selectors, same_selectors, deny_duplicate_selectors, findings)
+        _check_duplicates(policy_from_object(policy), same_selectors, deny_duplicate_selectors,
+                          findings)
     return findings
 
 
@@ -186,13 +188,10 @@ def _warn(spec: Mapping[str, Any], findings: Findings) -> None:
 
 
 def _check_duplicates(
-    name: str,
-    selectors: Mapping[str, Any],
-    same_selectors: SameSelectors,
-    deny: bool,
-    findings: Findings,
+    policy: Policy, same_selectors: SameSelectors, deny: bool, findings: Findings
 ) -> None:
-    others = [other for other in same_selectors(name, selectors) if other != name]
+    name = policy.name
+    others = [other for other in same_selectors(policy) if other != name]
     if not others:
         return
     other = min(others)

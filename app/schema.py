@@ -53,8 +53,6 @@ def gated_change_refused(
 
 @dataclass(frozen=True)
 class Boolean:
-    gates: tuple[str, ...] = ()
-
     def check(self, value: Any, old: Any, path: str, ctx: Context) -> None:
         if not isinstance(value, bool):
             hint = " (without quotes)" if isinstance(value, str) else ""
@@ -62,8 +60,6 @@ class Boolean:
                 CauseType.TYPE_INVALID, path,
                 f"must be true or false{hint}, got {describe(value)}",
             )
-            return
-        gated_change_refused(self.gates, value, old, path, ctx)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from app.admission import (
     patched,
 )
 from app.mutation import POLICY_ANNOTATION, stamp_patch
-from app.policy import policy_from_object
 from app.policy_validation import GROUP as POLICY_GROUP
 from app.policy_validation import KIND as POLICY_KIND
 from app.policy_validation import RESOURCE as POLICY_RESOURCE
@@ -68,7 +67,7 @@ class PolicyValidator:
             policy,
             old=request.old_object if request.operation == "UPDATE" else None,
             feature_gates=self.settings.feature_gates,
-            same_selectors=self._same_selectors,
+            same_selectors=self.state.policies.with_same_selectors,
             deny_duplicate_selectors=self.settings.deny_duplicate_selectors,
         )
         if not findings.valid:
@@ -83,11 +82,6 @@ class PolicyValidator:
         return denied(request.uid, code=500, reason="InternalError",
                       message="migration-policy-webhook failed to validate this policy: "
                       "an internal error, logged by the webhook; try again or report it")
-
-    def _same_selectors(self, name: str, selectors: Mapping[str, Any]) -> list[str]:
-        candidate = policy_from_object({"metadata": {"name": name},
-                                        "spec": {"selectors": selectors}})
-        return self.state.policies.with_same_selectors(candidate)
 
 
 @dataclass(frozen=True)

@@ -423,7 +423,7 @@ WARNING_CASES = [
 
 @pytest.mark.parametrize("policy", WARNING_CASES, ids=["all", "long-small", "long-frac", "name"])
 def test_warnings_under_120_characters(policy):
-    def same(name, selectors):
+    def same(policy):
         return ["z" * 253]
 
     findings = validate_policy(policy, same_selectors=same)
@@ -562,9 +562,11 @@ def test_all_problems_at_once():
 
 
 def test_duplicate_selectors_warn_or_deny():
-    def same(name, selectors):
-        assert selectors == BASE["spec"]["selectors"]
-        return ["another-policy", name]
+    def same(policy):
+        selectors = BASE["spec"]["selectors"]
+        assert policy.namespace_selector == selectors.get("namespaceSelector", {})
+        assert policy.vmi_selector == selectors.get("virtualMachineInstanceSelector", {})
+        return ["another-policy", policy.name]
 
     warned = validate_policy(BASE, same_selectors=same)
     assert warned.valid
@@ -578,7 +580,7 @@ def test_duplicate_selectors_warn_or_deny():
 
 
 def test_same_selectors_as_itself_is_not_a_duplicate():
-    findings = validate_policy(BASE, same_selectors=lambda name, _: [name],
+    findings = validate_policy(BASE, same_selectors=lambda policy: [policy.name],
                                deny_duplicate_selectors=True)
     assert findings.valid
     assert findings.warnings == []
@@ -599,7 +601,7 @@ DUPLICATE_NAMES = [
                          ids=[f"{len(n)}-{len(o)}" for n, o in DUPLICATE_NAMES])
 def test_duplicate_warning_stays_whole_with_long_names(name, other):
     findings = validate_policy(with_value("metadata.name", name),
-                               same_selectors=lambda *_: [other])
+                               same_selectors=lambda _: [other])
     [warning] = findings.warnings
     assert len(warning) < 120
     assert warning.endswith(("takes precedence", "takes precedence (its name sorts first)"))
