@@ -20,7 +20,7 @@ def desired_annotations(policy: Policy | None, prefix: str) -> dict[str, str]:
     if policy is None:
         return {}
     stamped = {f"{prefix}{POLICY_ANNOTATION}": policy.name}
-    stamped.update({f"{prefix}{name}": value for name, value in policy.settings().items()})
+    stamped.update({f"{prefix}{name}": value for name, value in policy.settings.items()})
     return stamped
 
 

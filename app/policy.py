@@ -20,13 +20,14 @@ EXPERIMENTAL = "experimental"
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """One policy. `selectors is None` means the policy has none and applies to nothing."""
+    """One policy. `has_selectors` false: it has no spec.selectors and applies to nothing."""
 
     name: str
     namespace_selector: Mapping[str, str] = field(default_factory=dict)
     vmi_selector: Mapping[str, str] = field(default_factory=dict)
     has_selectors: bool = True
-    spec: Mapping[str, Any] = field(default_factory=dict)
+    settings: Mapping[str, str] = field(default_factory=dict)
+    """What the policy sets, as annotation values (`settings_of(spec)`), made once."""
 
     @property
     def score(self) -> int:
@@ -52,20 +53,21 @@ class Policy:
             for key, value in self.vmi_selector.items()
         )
 
-    def settings(self) -> dict[str, str]:
-        """The settings the policy sets, as annotation values.
 
-        A policy that sets allowPostCopy but not allowWorkloadDisruption yields
-        allowWorkloadDisruption equal to allowPostCopy, as KubeVirt applies it.
-        """
-        values = {name: self.spec[name] for name in SETTINGS if self.spec.get(name) is not None}
-        if "allowPostCopy" in values and "allowWorkloadDisruption" not in values:
-            values["allowWorkloadDisruption"] = values["allowPostCopy"]
-        shown = {name: _annotation_value(values[name]) for name in SETTINGS if name in values}
-        experimental = self.spec.get(EXPERIMENTAL)
-        if experimental is not None:
-            shown[EXPERIMENTAL] = orjson.dumps(experimental, option=orjson.OPT_SORT_KEYS).decode()
-        return shown
+def settings_of(spec: Mapping[str, Any]) -> dict[str, str]:
+    """The settings a policy spec sets, as annotation values.
+
+    A policy that sets allowPostCopy but not allowWorkloadDisruption yields
+    allowWorkloadDisruption equal to allowPostCopy, as KubeVirt applies it.
+    """
+    values = {name: spec[name] for name in SETTINGS if spec.get(name) is not None}
+    if "allowPostCopy" in values and "allowWorkloadDisruption" not in values:
+        values["allowWorkloadDisruption"] = values["allowPostCopy"]
+    shown = {name: _annotation_value(values[name]) for name in SETTINGS if name in values}
+    experimental = spec.get(EXPERIMENTAL)
+    if experimental is not None:
+        shown[EXPERIMENTAL] = orjson.dumps(experimental, option=orjson.OPT_SORT_KEYS).decode()
+    return shown
 
 
 def _annotation_value(value: Any) -> str:
@@ -80,10 +82,11 @@ def policy_from_object(obj: Mapping[str, Any]) -> Policy:
     spec = obj.get("spec") or {}
     selectors = spec.get("selectors")
     if not isinstance(selectors, dict):
-        return Policy(name=metadata.get("name", ""), has_selectors=False, spec=spec)
+        return Policy(name=metadata.get("name", ""), has_selectors=False,
+                      settings=settings_of(spec))
     return Policy(
         name=metadata.get("name", ""),
         namespace_selector=dict(selectors.get("namespaceSelector") or {}),
         vmi_selector=dict(selectors.get("virtualMachineInstanceSelector") or {}),
-        spec=spec,
+        settings=settings_of(spec),
     )
