@@ -7,7 +7,9 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
@@ -19,7 +21,16 @@ from app.lint import lint_files
 from app.manifests import ManifestError, read_documents
 from app.precedence import Precedence
 from app.serve import serve
-from app.settings import KUBE_STATE, SAMPLE_STATE, Settings, parse_feature_gates
+from app.settings import (
+    BIND_ADDRESS_FORM,
+    KUBE_STATE,
+    Enforcement,
+    LoggingFormat,
+    LogLevel,
+    Settings,
+    default,
+    parse_feature_gates,
+)
 from app.state import ClusterState
 from app.state.files import DirectoryState, StateError
 from app.webhooks import build_handlers, handler_for_resource
@@ -28,24 +39,80 @@ EXIT_INVALID = 1
 EXIT_USAGE = 2
 
 
+def _setting(parser: argparse.ArgumentParser, flag: str, help: str, *,
+             shown: str | None = None, **kwargs: Any) -> None:
+    """A flag for the Settings field of the same name, its default read from Settings."""
+    value = default(flag.removeprefix("--").replace("-", "_"))
+    if shown is None and value is not None:
+        shown = str(value)
+    parser.add_argument(flag, default=value,
+                        help=f"{help} (default: {shown})" if shown else help, **kwargs)
+
+
+def _choices(enum: type[StrEnum]) -> list[str]:
+    return [member.value for member in enum]
+
+
 def _add_policy_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--feature-gates", default="", metavar="GATE,GATE",
-                        help="enabled KubeVirt feature gates: MigrationStallDetection, "
-                             "MigrationDowntimeTuning")
-    parser.add_argument("--deny-duplicate-selectors", action="store_true",
-                        help="refuse a policy whose selectors equal another's (default: warn)")
+    _setting(parser, "--feature-gates", "enabled KubeVirt feature gates: "
+             "MigrationStallDetection, MigrationDowntimeTuning", shown="none",
+             type=parse_feature_gates, metavar="GATE,GATE")
+    _setting(parser, "--deny-duplicate-selectors",
+             "refuse a policy whose selectors equal another's, rather than warn",
+             shown="off", action="store_true")
 
 
 def _add_state_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state", default=str(SAMPLE_STATE),
-                        help=f"'{KUBE_STATE}' for the live cluster, or a directory of manifests "
-                             "(default: the bundled samples/cluster)")
-    parser.add_argument("--precedence", choices=[mode.value for mode in Precedence],
-                        default=Precedence.DOCUMENTED.value,
-                        help="how ties are decided (default: documented)")
-    parser.add_argument("--annotation-prefix", default="migrations.kubevirt.io/")
-    parser.add_argument("--kubeconfig", type=Path,
-                        help="with --state kube: kubeconfig file (default: in-cluster)")
+    _setting(parser, "--state", f"'{KUBE_STATE}' for the live cluster, or a directory of "
+             "manifests", shown="the bundled samples/cluster")
+    _add_kube_flags(parser)
+
+
+def _add_kube_flags(parser: argparse.ArgumentParser) -> None:
+    _setting(parser, "--precedence", "how ties are decided", choices=_choices(Precedence))
+    _setting(parser, "--annotation-prefix", "prefix of the stamped annotations")
+    _setting(parser, "--kubeconfig", "with --state kube: kubeconfig file", shown="in-cluster",
+             type=Path)
+
+
+def _add_serve_parser(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="serve the webhooks over HTTPS")
+    _setting(serve, "--host", "address to listen on; empty for every address, IPv4 and IPv6 "
+             "(IPv4 only where the machine has no IPv6)", shown="'', every address")
+    _setting(serve, "--port", "HTTPS port of the webhooks", type=int)
+    _setting(serve, "--tls-cert-file", "serving certificate (PEM), reloaded when it changes",
+             shown="a development certificate in --certs-dir", type=Path)
+    _setting(serve, "--tls-private-key-file", "its private key", type=Path)
+    _setting(serve, "--client-ca-file", "require client certificates signed by this CA",
+             type=Path)
+    _setting(serve, "--certs-dir", "where development certificates are made when none is "
+             "given", type=Path)
+    _setting(serve, "--max-body-bytes", "larger bodies get 413", type=int)
+    _setting(serve, "--enforcement", "deny: refuse an invalid policy; warn: admit it with "
+             "every problem as a warning", choices=_choices(Enforcement))
+    for flag, what in (("--health-probe-bind-address", "/healthz and /readyz"),
+                       ("--metrics-bind-address", "/metrics")):
+        _setting(serve, flag, f"serve {what} over plain HTTP there: {BIND_ADDRESS_FORM}",
+                 metavar="ADDRESS")
+    _setting(serve, "--logging-format", "log lines as text, or one JSON object a line",
+             choices=_choices(LoggingFormat))
+    _setting(serve, "--log-level", "least severe level logged", choices=_choices(LogLevel))
+    _setting(serve, "--request-read-timeout", "seconds to receive a request's headers and "
+             "body", type=float, metavar="SECONDS")
+    _setting(serve, "--keep-alive-timeout", "seconds an idle connection is kept open "
+             "(longer than the API server's 90 s)", type=float, metavar="SECONDS")
+    _setting(serve, "--max-connections", "open connections at most", type=int)
+    _setting(serve, "--max-concurrent-requests", "requests handled at once; beyond, 503",
+             type=int)
+    _setting(serve, "--shutdown-grace-period", "seconds to finish in-flight requests after "
+             "SIGTERM", type=float, metavar="SECONDS")
+    _setting(serve, "--watch-idle-timeout", "with --state kube: seconds a watch may bring "
+             "nothing before it is resumed", type=float, metavar="SECONDS")
+    _setting(serve, "--max-staleness", "with --state kube: seconds without news from the API "
+             "before mutation answers warn that the cache is stale", type=float,
+             metavar="SECONDS")
+    _add_state_flags(serve)
+    _add_policy_flags(serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,19 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Admission webhook for KubeVirt MigrationPolicies and migrations.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-
-    serve = commands.add_parser("serve", help="serve the webhooks over HTTPS")
-    serve.add_argument("--host", default="0.0.0.0")
-    serve.add_argument("--port", type=int, default=8443)
-    serve.add_argument("--tls-cert-file", type=Path)
-    serve.add_argument("--tls-private-key-file", type=Path)
-    serve.add_argument("--client-ca-file", type=Path,
-                       help="require client certificates signed by this CA")
-    serve.add_argument("--certs-dir", type=Path, default=Path("certs"),
-                       help="where development certificates are made when none is given")
-    serve.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
-    _add_state_flags(serve)
-    _add_policy_flags(serve)
+    _add_serve_parser(commands)
 
     lint = commands.add_parser("lint", help="validate MigrationPolicy manifests offline")
     lint.add_argument("files", nargs="+", type=Path)
@@ -94,7 +149,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
         for name in Settings.model_fields
         if getattr(args, name, None) is not None
     }
-    values["feature_gates"] = parse_feature_gates(getattr(args, "feature_gates", ""))
     return Settings(**values)
 
 
@@ -213,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in error.errors():
             field = "--" + "-".join(str(part) for part in problem["loc"]).replace("_", "-")
             message = problem["msg"].removeprefix("Value error, ")
+            if problem["type"] != "value_error":  # pydantic's words do not quote the value
+                message = f"{message[:1].lower()}{message[1:]}, got {problem['input']!r}"
             print(f"{field}: {message}", file=sys.stderr)
         return EXIT_USAGE
     except (StateError, ValueError) as error:
