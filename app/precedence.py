@@ -5,8 +5,9 @@ proportion to the policies filed under the VMI's and its namespace's labels, not
 many policies exist.
 """
 
+import bisect
 import threading
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from enum import StrEnum
 from typing import Any
@@ -44,13 +45,22 @@ def winner_by_scan(
     return min(applicable, key=lambda policy: precedence_key(policy, mode), default=None)
 
 
+Entry = tuple[tuple[Any, ...], str]
+"""(precedence key, name): kept sorted, the policy that takes precedence first."""
+
+SelectorsKey = tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]]]
+
+
 class PolicyIndex:
     """The current policies, indexed for matching. Safe to share between threads.
 
-    Each policy is filed under one of its selector pairs, its anchor: the pair that the
-    fewest policies share. A VMI can only match a policy whose anchor is among its own and
-    its namespace's labels, so a lookup checks just the policies anchored there, however
-    many policies share the VMI's commoner labels. Anchors are chosen when a policy is put,
+    Policies with equal selectors form a group: they apply to the same VMIs, and the one
+    whose name sorts first takes precedence among them, so only it is indexed. Each group
+    is filed under one of its selector pairs, its anchor: the pair that the fewest groups
+    share. A VMI can only match a group whose anchor is among its own and its namespace's
+    labels, so a lookup checks just the groups anchored there. Each anchor's bucket is
+    sorted by precedence: a lookup stops in a bucket at its first match, or as soon as the
+    rest cannot beat the best match found. Anchors are chosen when a group is created,
     from the counts of that moment; building the index from a whole list counts first.
     """
 
@@ -58,16 +68,17 @@ class PolicyIndex:
         self.mode = mode
         self._lock = threading.Lock()
         self._policies: dict[str, Policy] = {}
-        self._keys: dict[str, tuple[Any, ...]] = {}
+        self._entries: dict[str, Entry] = {}
+        self._group_of: dict[str, SelectorsKey] = {}
+        self._groups: dict[SelectorsKey, list[Entry]] = {}
+        self._anchor: dict[SelectorsKey, Pair | None] = {}
         self._pair_counts: Counter[Pair] = Counter()
-        self._anchor: dict[str, Pair] = {}
-        self._anchored: defaultdict[Pair, set[str]] = defaultdict(set)
-        self._match_all: set[str] = set()
-        self._by_selectors: defaultdict[tuple[Any, ...], set[str]] = defaultdict(set)
+        self._buckets_by_pair: dict[Pair | None, list[Entry]] = {}
         policies = {policy.name: policy for policy in policies}
-        for policy in policies.values():
-            if policy.has_selectors:
-                self._pair_counts.update(_pairs(policy))
+        groups = {policy.selectors_key(): policy for policy in policies.values()
+                  if policy.has_selectors}
+        for policy in groups.values():
+            self._pair_counts.update(_pairs(policy))
         for policy in policies.values():
             self._insert(policy, counted=True)
 
@@ -95,68 +106,100 @@ class PolicyIndex:
         self._policies[policy.name] = policy
         if not policy.has_selectors:
             return
-        self._keys[policy.name] = precedence_key(policy, self.mode)
-        self._by_selectors[policy.selectors_key()].add(policy.name)
-        pairs = list(_pairs(policy))
-        if not pairs:
-            self._match_all.add(policy.name)
+        entry = (precedence_key(policy, self.mode), policy.name)
+        group_key = policy.selectors_key()
+        self._entries[policy.name] = entry
+        self._group_of[policy.name] = group_key
+        group = self._groups.get(group_key)
+        if group is None:
+            self._groups[group_key] = [entry]
+            pairs = list(_pairs(policy))
+            if not counted:
+                self._pair_counts.update(pairs)
+            anchor = min(pairs, key=lambda pair: (self._pair_counts[pair], pair), default=None)
+            self._anchor[group_key] = anchor
+            bisect.insort(self._buckets_by_pair.setdefault(anchor, []), entry)
             return
-        if not counted:
-            self._pair_counts.update(pairs)
-        anchor = min(pairs, key=lambda pair: (self._pair_counts[pair], pair))
-        self._anchor[policy.name] = anchor
-        self._anchored[anchor].add(policy.name)
+        best = group[0]
+        bisect.insort(group, entry)
+        if group[0] is not best:
+            bucket = self._buckets_by_pair[self._anchor[group_key]]
+            _remove_sorted(bucket, best)
+            bisect.insort(bucket, entry)
 
     def _remove(self, name: str) -> None:
         policy = self._policies.pop(name, None)
         if policy is None or not policy.has_selectors:
             return
-        del self._keys[name]
-        _discard(self._by_selectors, policy.selectors_key(), name)
-        self._match_all.discard(name)
-        anchor = self._anchor.pop(name, None)
-        if anchor is not None:
-            _discard(self._anchored, anchor, name)
-            for pair in _pairs(policy):
-                self._pair_counts[pair] -= 1
-                if self._pair_counts[pair] <= 0:
-                    del self._pair_counts[pair]
+        entry = self._entries.pop(name)
+        group_key = self._group_of.pop(name)
+        group = self._groups[group_key]
+        was_best = group[0] == entry
+        _remove_sorted(group, entry)
+        if not was_best:
+            return
+        anchor = self._anchor[group_key]
+        bucket = self._buckets_by_pair[anchor]
+        _remove_sorted(bucket, entry)
+        if group:
+            bisect.insort(bucket, group[0])
+            return
+        del self._groups[group_key], self._anchor[group_key]
+        if not bucket:
+            del self._buckets_by_pair[anchor]
+        for pair in _pairs(policy):
+            self._pair_counts[pair] -= 1
+            if self._pair_counts[pair] <= 0:
+                del self._pair_counts[pair]
+
+    def _buckets(
+        self, vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str]
+    ) -> Iterator[list[Entry]]:
+        """The buckets of the groups a VMI with these labels may match."""
+        buckets = self._buckets_by_pair
+        match_all = buckets.get(None)
+        if match_all:
+            yield match_all
+        for source, labels in ((_VMI, vmi_labels), (_NS, ns_labels)):
+            for key, value in labels.items():
+                bucket = buckets.get((source, key, value))
+                if bucket:
+                    yield bucket
 
     def applicable(
         self, vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str]
     ) -> list[Policy]:
         """Every policy that applies, the one that takes precedence first."""
         with self._lock:
-            names = self._applicable_names(vmi_labels, ns_labels)
-            names.sort(key=self._keys.__getitem__)
-            return [self._policies[name] for name in names]
+            policies = self._policies
+            entries = sorted(
+                member
+                for bucket in self._buckets(vmi_labels, ns_labels)
+                for _, name in bucket
+                if policies[name].applies_to(vmi_labels, ns_labels)
+                for member in self._groups[self._group_of[name]]
+            )
+            return [policies[name] for _, name in entries]
 
     def winner(self, vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str]) -> Policy | None:
         """The policy that takes precedence for a VMI with these labels, if any applies."""
         with self._lock:
-            names = self._applicable_names(vmi_labels, ns_labels)
-            if not names:
-                return None
-            return self._policies[min(names, key=self._keys.__getitem__)]
-
-    def _applicable_names(
-        self, vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str]
-    ) -> list[str]:
-        names = list(self._match_all)
-        policies = self._policies
-        for source, labels in ((_VMI, vmi_labels), (_NS, ns_labels)):
-            for key, value in labels.items():
-                anchored = self._anchored.get((source, key, value))
-                if anchored:
-                    names.extend(name for name in anchored
-                                 if policies[name].applies_to(vmi_labels, ns_labels))
-        return names
+            policies = self._policies
+            best: Entry | None = None
+            for bucket in self._buckets(vmi_labels, ns_labels):
+                for entry in bucket:
+                    if best is not None and entry >= best:
+                        break  # the rest of this bucket cannot beat the best match
+                    if policies[entry[1]].applies_to(vmi_labels, ns_labels):
+                        best = entry
+                        break
+            return None if best is None else policies[best[1]]
 
     def with_same_selectors(self, policy: Policy) -> list[str]:
         """Names of the other policies whose selectors equal `policy`'s."""
         with self._lock:
-            names = self._by_selectors.get(policy.selectors_key(), set())
-            return sorted(name for name in names if name != policy.name)
+            group = self._groups.get(policy.selectors_key(), [])
+            return sorted(name for _, name in group if name != policy.name)
 
 
 def _pairs(policy: Policy) -> Iterator[Pair]:
@@ -166,9 +209,5 @@ def _pairs(policy: Policy) -> Iterator[Pair]:
         yield _NS, key, value
 
 
-def _discard(index: defaultdict[Any, set[str]], key: Any, name: str) -> None:
-    names = index.get(key)
-    if names is not None:
-        names.discard(name)
-        if not names:
-            del index[key]
+def _remove_sorted(bucket: list[Entry], entry: Entry) -> None:
+    del bucket[bisect.bisect_left(bucket, entry)]

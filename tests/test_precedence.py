@@ -270,3 +270,52 @@ def test_index_built_one_put_at_a_time_agrees_with_plain_scan(
     assert index.winner(vmi, ns) == winner_by_scan(current.values(), vmi, ns, mode)
     assert {p.name for p in index.applicable(vmi, ns)} == {
         p.name for p in current.values() if p.applies_to(vmi, ns)}
+
+
+_tiny = st.dictionaries(st.sampled_from(["a", "b"]), st.sampled_from(["1", "2"]), max_size=2)
+_operation = st.tuples(
+    st.sampled_from(["put", "put", "remove"]),
+    st.builds(lambda name, ns, vmi: policy(name, ns, vmi),
+              st.sampled_from(list("abcdefgh")), _tiny, _tiny),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations=st.lists(_operation, max_size=30), vmi=_tiny, ns=_tiny,
+       mode=st.sampled_from(list(Precedence)))
+def test_index_with_many_equal_selectors_agrees_with_plain_scan(
+    operations: list[tuple[str, Policy]], vmi: dict[str, str], ns: dict[str, str],
+    mode: Precedence,
+) -> None:
+    """Few distinct selectors, so groups of equal selectors and ties form, change leaders
+    and empty out as policies are put, replaced and removed in any order."""
+    index = PolicyIndex(mode)
+    current: dict[str, Policy] = {}
+    for operation, each in operations:
+        if operation == "put":
+            index.put(each)
+            current[each.name] = each
+        else:
+            index.remove(each.name)
+            current.pop(each.name, None)
+    assert index.winner(vmi, ns) == winner_by_scan(current.values(), vmi, ns, mode)
+    expected = sorted((p for p in current.values() if p.applies_to(vmi, ns)),
+                      key=lambda p: precedence_key(p, mode))
+    assert index.applicable(vmi, ns) == expected
+    for each in current.values():
+        assert index.with_same_selectors(each) == sorted(
+            other.name for other in current.values()
+            if other.name != each.name and other.selectors_key() == each.selectors_key())
+
+
+def test_a_crowded_anchor_finds_the_first_in_precedence() -> None:
+    """10,000 policies whose every pair is shared by thousands: the right one still wins
+    (the benchmark shows that the lookup does not grow with the crowd)."""
+    crowd = [policy(f"p{i:05}", {"env": "prod"}, {"tier": str(i % 2)}) for i in range(10_000)]
+    crowd += [policy(f"q{i:05}", {"env": "prod"}, {"tier": str(i % 2), "app": f"a{i}"})
+              for i in range(10_000)]
+    index = PolicyIndex(DOCUMENTED, crowd)
+    assert index.winner({"tier": "1"}, {"env": "prod"}).name == "p00001"
+    assert index.winner({"tier": "1", "app": "a7"}, {"env": "prod"}).name == "q00007"
+    assert index.winner({"tier": "1", "app": "a8"}, {"env": "prod"}).name == "p00001"
+    assert index.winner({"tier": "1"}, {"env": "test"}) is None
