@@ -3,7 +3,6 @@
 import argparse
 import asyncio
 import base64
-import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from app.admission import ReviewError, parse_review
 from app.certs_command import add_certs_parser, run_certs
 from app.explain import explain, format_labels, format_verdicts
 from app.lint import lint_files
+from app.logs import configure_logging
 from app.manifests import ManifestError, read_documents
 from app.precedence import Precedence
 from app.serve import serve
@@ -249,12 +249,13 @@ def run_explain(args: argparse.Namespace, settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                                                   "%(message)s")
     if args.command == "certs":
+        defaults = Settings()
+        configure_logging(defaults.logging_format, defaults.log_level)
         return run_certs(args)
     try:
         settings = settings_from(args)
+        configure_logging(settings.logging_format, settings.log_level)
         if args.command == "lint":
             return lint_files(args.files, settings)
         if args.command == "review":
