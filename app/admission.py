@@ -6,13 +6,16 @@ apiVersion and kind and echoes `request.uid`. Responses are built by a few named
 """
 
 import base64
+import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
 
 from app.findings import Findings
+from app.json_values import OutOfRangeNumber
 
 REVIEW_API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 REVIEW_KIND = "AdmissionReview"
@@ -23,7 +26,20 @@ _MANIFEST_HINT = (" (the webhooks take an AdmissionReview, in JSON, as in sample
 
 
 class ReviewError(ValueError):
-    """The body is not an AdmissionReview this service can answer (HTTP 400)."""
+    """The body is not an AdmissionReview with a uid: HTTP 400, as no answer can name it."""
+
+
+class BadReview(ValueError):
+    """A review with a uid, wrong elsewhere: answered in the protocol, naming the part."""
+
+    def __init__(self, api_version: str, uid: str, message: str) -> None:
+        super().__init__(message)
+        self.api_version = api_version
+        self.uid = uid
+
+
+Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
+OPERATIONS: tuple[Operation, ...] = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 
 
 class GroupVersionResource(TypedDict):
@@ -72,7 +88,7 @@ class AdmissionRequest:
 
     api_version: str
     uid: str
-    operation: str
+    operation: Operation
     resource: GroupVersionResource
     name: str
     namespace: str
@@ -86,11 +102,12 @@ class AdmissionRequest:
 
 
 def parse_review(body: bytes) -> AdmissionRequest:
-    """Decode and check an AdmissionReview body; raise ReviewError naming what is wrong."""
-    try:
-        review = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise ReviewError(f"the body is not valid JSON: {error}{_MANIFEST_HINT}") from None
+    """Decode and check an AdmissionReview body.
+
+    Raises ReviewError for a body that is not a review with a uid (HTTP 400), and BadReview
+    for a review with a uid whose other parts are wrong (answered in the protocol).
+    """
+    review = _decode(body)
     if not isinstance(review, dict):
         raise ReviewError("the body must be a JSON object: an AdmissionReview")
     api_version = review.get("apiVersion")
@@ -106,9 +123,39 @@ def parse_review(body: bytes) -> AdmissionRequest:
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
         raise ReviewError("request.uid is missing: it must be a non-empty string")
+    try:
+        return _request(api_version, uid, request)
+    except ValueError as error:
+        raise BadReview(api_version, uid, str(error)) from None
+
+
+def _decode(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        if "infinity" not in str(error):
+            raise ReviewError(f"the body is not valid JSON: {error}{_MANIFEST_HINT}") from None
+    # A number too large for a double: parse again, keeping it for validation to refuse.
+    try:
+        return json.loads(body, parse_float=_float, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as error:
+        raise ReviewError(f"the body is not valid JSON: {error}{_MANIFEST_HINT}") from None
+
+
+def _float(text: str) -> float:
+    number = float(text)
+    return OutOfRangeNumber(text) if math.isinf(number) else number
+
+
+def _refuse_constant(text: str) -> float:
+    raise ValueError(f"{text} is not a JSON value")
+
+
+def _request(api_version: str, uid: str, request: Mapping[str, Any]) -> AdmissionRequest:
     operation = request.get("operation")
-    if not isinstance(operation, str) or not operation:
-        raise ReviewError("request.operation is missing: CREATE, UPDATE, DELETE or CONNECT")
+    if operation not in OPERATIONS:
+        raise ValueError(f"request.operation must be one of {', '.join(OPERATIONS)}, "
+                         f"got {_shown(operation)}")
     return AdmissionRequest(
         api_version=api_version,
         uid=uid,
@@ -125,7 +172,7 @@ def _resource(value: Any) -> GroupVersionResource:
     if not isinstance(value, dict) or not all(
         isinstance(value.get(key, ""), str) for key in ("group", "version", "resource")
     ):
-        raise ReviewError(
+        raise ValueError(
             "request.resource is missing: an object with group, version and resource"
         )
     return GroupVersionResource(
@@ -137,19 +184,24 @@ def _resource(value: Any) -> GroupVersionResource:
 def _string(request: Mapping[str, Any], key: str) -> str:
     value = request.get(key, "")
     if not isinstance(value, str):
-        raise ReviewError(f"request.{key} must be a string, got {_shown(value)}")
+        raise ValueError(f"request.{key} must be a string, got {_shown(value)}")
     return value
 
 
 def _object(request: Mapping[str, Any], key: str) -> dict[str, Any] | None:
     value = request.get(key)
     if value is not None and not isinstance(value, dict):
-        raise ReviewError(f"request.{key} must be a JSON object, got {_shown(value)}")
+        raise ValueError(f"request.{key} must be a JSON object, got {_shown(value)}")
     return value
 
 
 def _shown(value: Any) -> str:
-    text = orjson.dumps(value).decode() if not isinstance(value, dict | list) else "an object"
+    """A value of the review for a message: short, whatever its size."""
+    if isinstance(value, dict | list):
+        return "an object"
+    if isinstance(value, OutOfRangeNumber):
+        return value.text[:60]
+    text = orjson.dumps(value[:60] if isinstance(value, str) else value).decode()
     return text if len(text) <= 60 else text[:56] + '..."'
 
 

@@ -1,64 +1,94 @@
-"""The HTTP edge: the FastAPI app, its routes and its limits.
+"""The HTTP edge: the service's ASGI apps, built from its settings and its cluster state.
 
-Built by `create_app` from its settings and its cluster state; holds no global state.
+The two admission POST paths are answered by `ReviewEndpoint`s dispatched in front of the
+FastAPI app, which serves everything else (health, readiness, metrics, error pages).
+Holds no global state: `create_service` builds everything a `serve` needs.
 """
 
-import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 import orjson
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.admission import (
-    AdmissionRequest,
-    AdmissionResponse,
-    ReviewError,
-    encode_review,
-    parse_review,
-)
 from app.metrics import Metrics
+from app.review_endpoint import Receive, ReviewEndpoint, Scope, Send, json_error
 from app.settings import Settings
-from app.state import ClusterState, WouldBlock
-from app.webhooks import MUTATE_PATH, VALIDATE_PATH, Handler, build_handlers
-
-log = logging.getLogger(__name__)
+from app.state import ClusterState
+from app.webhooks import MUTATE_PATH, VALIDATE_PATH, build_handlers
 
 ENDPOINTS = (f"POST {VALIDATE_PATH}, POST {MUTATE_PATH}, "
              "GET /healthz, GET /readyz, GET /metrics")
 
 
-class BodyTooLarge(Exception):
-    pass
+@dataclass
+class Readiness:
+    """Ready once the cluster state has synced, and no longer once shutdown has begun."""
+
+    state: ClusterState
+    stopping: bool = False
+
+    def ready(self) -> bool:
+        return not self.stopping and self.state.is_ready()
 
 
-def _json_error(status: int, message: str) -> Response:
-    return Response(orjson.dumps({"error": message}), status_code=status,
-                    media_type="application/json")
+@dataclass
+class Service:
+    """What `serve` runs: the HTTPS app and the plain-HTTP probe and metrics apps."""
+
+    app: "AdmissionDispatcher"
+    health_app: FastAPI
+    metrics_app: FastAPI
+    metrics: Metrics
+    readiness: Readiness = field(repr=False)
+
+    def begin_shutdown(self) -> None:
+        """Readiness turns false at once, so endpoints drop this pod before it stops."""
+        self.readiness.stopping = True
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than `limit` bytes without reading them all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
+class AdmissionDispatcher:
+    """The HTTPS app: the admission POSTs straight to their endpoints, the rest to FastAPI."""
+
+    def __init__(self, endpoints: dict[str, ReviewEndpoint], fallback: FastAPI) -> None:
+        self.endpoints = endpoints
+        self.fallback = fallback
+        self._not_allowed = {
+            path: json_error(405, f"only POST is allowed on {path}: {ENDPOINTS}")
+            for path in endpoints
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            endpoint = self.endpoints.get(scope["path"])
+            if endpoint is not None:
+                if scope["method"] == "POST":
+                    await endpoint(scope, receive, send)
+                else:
+                    await _send_405(send, *self._not_allowed[scope["path"]])
+                return
+        await self.fallback(scope, receive, send)
 
 
-def create_app(settings: Settings, state: ClusterState) -> FastAPI:
-    """The webhook service for these settings and this cluster state."""
-    metrics = Metrics()
+async def _send_405(send: Send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"allow", b"POST")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_service(settings: Settings, state: ClusterState) -> Service:
+    """Everything `serve` runs, for these settings and this cluster state."""
+    handlers = build_handlers(settings, state)
+    metrics = Metrics(tuple(handlers))
+    collector = getattr(state, "collector", None)  # TODO(lead): until the state has it
+    if collector is not None:
+        metrics.registry.register(collector())
+    readiness = Readiness(state)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -68,14 +98,46 @@ def create_app(settings: Settings, state: ClusterState) -> FastAPI:
         finally:
             await state.stop()
 
-    app = FastAPI(title="migration-policy-webhook", lifespan=lifespan, redirect_slashes=False,
-                  docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.metrics = metrics
-    app.state.cluster = state
+    main = _probe_app(readiness, lifespan=lifespan)
+    _add_metrics(main, metrics)
+    endpoints = {
+        path: ReviewEndpoint(path, handler, metrics=metrics,
+                             max_body_bytes=settings.max_body_bytes)
+        for path, handler in handlers.items()
+    }
+    metrics_app = _bare_app()
+    _add_metrics(metrics_app, metrics)
+    return Service(app=AdmissionDispatcher(endpoints, main), health_app=_probe_app(readiness),
+                   metrics_app=metrics_app, metrics=metrics, readiness=readiness)
 
-    for path, handler in build_handlers(settings, state).items():
-        app.add_api_route(path, _review_endpoint(path, handler, settings, metrics),
-                          methods=["POST"])
+
+def create_app(settings: Settings, state: ClusterState) -> "AdmissionDispatcher":
+    """The HTTPS app alone (for tests and tools that need no separate ports)."""
+    return create_service(settings, state).app
+
+
+def _bare_app(**kwargs: object) -> FastAPI:
+    app = FastAPI(title="migration-policy-webhook", redirect_slashes=False, docs_url=None,
+                  redoc_url=None, openapi_url=None, **kwargs)  # type: ignore[arg-type]
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        """404 and 405 in the service's own error shape, listing what it does serve."""
+        if error.status_code not in (404, 405):
+            return _json_response(error.status_code, str(error.detail))
+        what = "no such path" if error.status_code == 404 else f"{request.method} is not allowed on"
+        return _json_response(error.status_code, f"{what} {request.url.path}: {ENDPOINTS}")
+
+    return app
+
+
+def _json_response(status: int, message: str) -> Response:
+    return Response(orjson.dumps({"error": message}), status_code=status,
+                    media_type="application/json")
+
+
+def _probe_app(readiness: Readiness, **kwargs: object) -> FastAPI:
+    app = _bare_app(**kwargs)
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -83,62 +145,15 @@ def create_app(settings: Settings, state: ClusterState) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        if state.is_ready():
+        if readiness.ready():
             return Response("ok\n", media_type="text/plain")
-        return Response("cluster state not synced yet\n", status_code=503,
-                        media_type="text/plain")
-
-    @app.get("/metrics")
-    async def metrics_endpoint() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
-        """404 and 405 in the service's own error shape, listing what it does serve."""
-        if error.status_code not in (404, 405):
-            return _json_error(error.status_code, str(error.detail))
-        what = "no such path" if error.status_code == 404 else f"{request.method} is not allowed on"
-        return _json_error(error.status_code, f"{what} {request.url.path}: {ENDPOINTS}")
+        why = "shutting down" if readiness.stopping else "cluster state not synced yet"
+        return Response(f"{why}\n", status_code=503, media_type="text/plain")
 
     return app
 
 
-async def _answer(handler: Handler, request: AdmissionRequest) -> AdmissionResponse:
-    """The handler's answer; a bug in it becomes the handler's errored answer, not a 500."""
-    try:
-        try:
-            return handler(request)
-        except WouldBlock:  # a lookup must call the API: not on the event loop
-            return await run_in_threadpool(handler, request)
-    except ReviewError:
-        raise
-    except Exception:
-        log.exception("answering review %s of %s failed", request.uid, request.resource_name)
-        return handler.errored(request)
-
-
-def _review_endpoint(path: str, handler: Handler, settings: Settings, metrics: Metrics):
-    async def review(request: Request) -> Response:
-        started = time.perf_counter()
-        try:
-            body = await read_body(request, settings.max_body_bytes)
-        except BodyTooLarge:
-            metrics.rejected_bodies.labels(path, "413").inc()
-            return _json_error(413, f"the body is larger than the limit of "
-                                    f"{settings.max_body_bytes} bytes")
-        try:
-            admission_request = parse_review(body)
-            response = await _answer(handler, admission_request)
-        except ReviewError as error:
-            metrics.rejected_bodies.labels(path, "400").inc()
-            return _json_error(400, str(error))
-        outcome = "allowed" if response["allowed"] else "denied"
-        if "patch" in response:
-            outcome = "patched"
-        metrics.reviews.labels(path, outcome).inc()
-        metrics.latency.labels(path).observe(time.perf_counter() - started)
-        return Response(encode_review(admission_request.api_version, response),
-                        media_type="application/json")
-
-    review.__name__ = "review_" + path.strip("/").replace("-", "_")
-    return review
+def _add_metrics(app: FastAPI, metrics: Metrics) -> None:
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

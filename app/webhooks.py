@@ -5,24 +5,24 @@ Nothing here knows about HTTP; the server and the `review` command both call the
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from app.admission import (
     AdmissionRequest,
     AdmissionResponse,
-    ReviewError,
     allowed,
     denied,
     invalid,
     patched,
 )
+from app.findings import MAX_WARNING_LENGTH, Cause
 from app.mutation import POLICY_ANNOTATION, stamp_patch
 from app.policy_validation import GROUP as POLICY_GROUP
 from app.policy_validation import KIND as POLICY_KIND
 from app.policy_validation import RESOURCE as POLICY_RESOURCE
 from app.policy_validation import VERSIONS as POLICY_VERSIONS
 from app.policy_validation import validate_policy
-from app.settings import Settings
+from app.settings import Enforcement, Settings
 from app.state import ClusterState, LookupFailed
 
 MIGRATION_GROUP = "kubevirt.io"
@@ -31,12 +31,25 @@ MIGRATION_RESOURCE = "virtualmachineinstancemigrations"
 VALIDATE_PATH = "/validate-migrationpolicy"
 MUTATE_PATH = "/mutate-virtualmachineinstancemigration"
 
+ENFORCEMENT_WARNING = "would be refused: "
+"""How `--enforcement warn` begins each problem it admits (kubectl: `Warning: would be...`)."""
+
+
 class Handler(Protocol):
-    """Answers one review; `errored` answers in its place if answering raised a bug."""
+    """Answers one review; `errored` answers in its place if answering raised a bug, and
+    `malformed` a review whose uid is known but whose other parts are wrong."""
 
     def __call__(self, request: AdmissionRequest) -> AdmissionResponse: ...
 
     def errored(self, request: AdmissionRequest) -> AdmissionResponse: ...
+
+    def malformed(self, uid: str, problem: str) -> AdmissionResponse: ...
+
+
+def is_enforcement_warning(response: AdmissionResponse) -> bool:
+    """Whether the response admits an invalid policy under `--enforcement warn`."""
+    warnings = response.get("warnings")
+    return bool(warnings) and warnings[0].startswith(ENFORCEMENT_WARNING)
 
 
 @dataclass(frozen=True)
@@ -62,7 +75,9 @@ class PolicyValidator:
             )
         if request.operation not in ("CREATE", "UPDATE"):
             return allowed(request.uid)
-        policy = _require_object(request)
+        policy = request.object
+        if policy is None:
+            return self.malformed(request.uid, _missing_object(request))
         findings = validate_policy(
             policy,
             old=request.old_object if request.operation == "UPDATE" else None,
@@ -70,18 +85,25 @@ class PolicyValidator:
             same_selectors=self.state.policies.with_same_selectors,
             deny_duplicate_selectors=self.settings.deny_duplicate_selectors,
         )
-        if not findings.valid:
-            metadata = policy.get("metadata")
-            name = metadata.get("name") if isinstance(metadata, dict) else None
-            return invalid(request.uid, findings=findings, group=POLICY_GROUP, kind=POLICY_KIND,
-                           name=name if isinstance(name, str) else request.name)
-        return allowed(request.uid, findings.warnings)
+        if findings.valid:
+            return allowed(request.uid, findings.warnings)
+        if self.settings.enforcement is Enforcement.WARN:
+            return allowed(request.uid, [*map(_enforcement_warning, findings.causes),
+                                         *findings.warnings])
+        metadata = policy.get("metadata")
+        name = metadata.get("name") if isinstance(metadata, dict) else None
+        return invalid(request.uid, findings=findings, group=POLICY_GROUP, kind=POLICY_KIND,
+                       name=name if isinstance(name, str) else request.name)
 
     def errored(self, request: AdmissionRequest) -> AdmissionResponse:
         """Fail closed, as the webhook's failurePolicy does, but say so."""
         return denied(request.uid, code=500, reason="InternalError",
                       message="migration-policy-webhook failed to validate this policy: "
                       "an internal error, logged by the webhook; try again or report it")
+
+    def malformed(self, uid: str, problem: str) -> AdmissionResponse:
+        """A review this webhook cannot judge is refused, saying what is wrong with it."""
+        return denied(uid, code=400, reason="BadRequest", message=problem)
 
 
 @dataclass(frozen=True)
@@ -104,7 +126,9 @@ class MigrationStamper:
             ])
         if request.operation != "CREATE":
             return allowed(request.uid)
-        migration = _require_object(request)
+        migration = request.object
+        if migration is None:
+            return self.malformed(request.uid, _missing_object(request))
         if not self.state.is_ready():
             return allowed(request.uid, ["no migration policy applied: the webhook's cluster "
                                          "state has not synced yet"])
@@ -136,20 +160,28 @@ class MigrationStamper:
         policy = self.state.policies.winner(vmi_labels, ns_labels)
         patch = stamp_patch(migration, policy, self.settings.annotation_prefix)
         audit = {POLICY_ANNOTATION: policy.name} if policy is not None else None
-        return patched(request.uid, patch, audit=audit)
-
+        staleness = getattr(self.state, "staleness_warning", None)  # TODO(lead): remove
+        stale = staleness() if staleness is not None else None
+        return patched(request.uid, patch, audit=audit, warnings=(stale,) if stale else ())
 
     def errored(self, request: AdmissionRequest) -> AdmissionResponse:
         """Never block a migration, even on a bug."""
         return allowed(request.uid, ["no migration policy applied: an internal error in "
                                      "migration-policy-webhook, logged by it"])
 
+    def malformed(self, uid: str, problem: str) -> AdmissionResponse:
+        """Never block a migration, even for a review it cannot read."""
+        return allowed(uid, [f"no migration policy applied: the review is malformed: "
+                             f"{problem}"[:MAX_WARNING_LENGTH]])
 
-def _require_object(request: AdmissionRequest) -> dict[str, Any]:
-    if request.object is None:
-        raise ReviewError(f"request.object is missing: a {request.operation} review carries "
-                          "the object")
-    return request.object
+
+def _enforcement_warning(cause: Cause) -> str:
+    line = f"{ENFORCEMENT_WARNING}{cause.line()}"
+    return line if len(line) <= MAX_WARNING_LENGTH else line[: MAX_WARNING_LENGTH - 3] + "..."
+
+
+def _missing_object(request: AdmissionRequest) -> str:
+    return f"request.object is missing: a {request.operation} review carries the object"
 
 
 def build_handlers(settings: Settings, state: ClusterState) -> dict[str, Handler]:

@@ -73,6 +73,10 @@ BAD_REQUESTS = [
     ("uid-number", review_with(uid=5), "request.uid"),
     ("uid-object", review_with(uid={"a": 1}), "request.uid"),
     ("uid-null", review_with(uid=None), "request.uid"),
+]
+
+# Reviews whose uid is known but whose other parts are wrong: answered in the protocol.
+IN_PROTOCOL = [
     ("no-operation", review_with(operation=...), "request.operation"),
     ("operation-number", review_with(operation=1), "request.operation"),
     ("no-resource", review_with(resource=...), "request.resource"),
@@ -103,12 +107,81 @@ def test_bad_request(client, body, fragment):
     assert fragment in error["error"]
 
 
-@pytest.mark.parametrize(("path", "base"), [(VALIDATE, POLICY_REVIEW), (MUTATE, MIGRATION_REVIEW)],
-                         ids=["validate", "mutate"])
-def test_no_object_on_create(client, path, base):
-    answer = client.post(path, content=review_with(base, object=...))
-    assert answer.status_code == 400
-    assert "request.object is missing" in answer.json()["error"]
+@pytest.mark.parametrize(("body", "fragment"), [case[1:] for case in IN_PROTOCOL],
+                         ids=[case[0] for case in IN_PROTOCOL])
+def test_a_review_with_a_uid_is_refused_in_the_protocol(client, body, fragment):
+    answer = client.post(VALIDATE, content=body)
+    assert answer.status_code == 200, answer.text
+    review = answer.json()
+    assert review["apiVersion"] == POLICY_REVIEW["apiVersion"]
+    response = review["response"]
+    assert response["uid"] == POLICY_REVIEW["request"]["uid"]
+    assert response["allowed"] is False
+    assert response["status"]["code"] == 400
+    assert response["status"]["reason"] == "BadRequest"
+    assert fragment in response["status"]["message"]
+
+
+# An UPDATE of a migration is let through untouched, whatever its object; a review of a
+# policy sent to the mutating webhook without its object says first that it is no migration.
+MALFORMED_FOR_BOTH = [case for case in IN_PROTOCOL
+                      if case[0] not in ("null-object-on-update", "no-object-on-create")]
+
+
+def test_a_migration_review_without_its_object_is_let_through_with_a_warning(client):
+    answer = client.post(MUTATE, content=review_with(MIGRATION_REVIEW, object=...))
+    response = answer.json()["response"]
+    assert response["uid"] == MIGRATION_REVIEW["request"]["uid"]
+    assert response["allowed"] is True
+    assert response["warnings"] == ["no migration policy applied: the review is malformed: "
+                                    "request.object is missing: a CREATE review carries the "
+                                    "object"]
+
+
+@pytest.mark.parametrize(("body", "fragment"), [case[1:] for case in MALFORMED_FOR_BOTH],
+                         ids=[case[0] for case in MALFORMED_FOR_BOTH])
+def test_a_malformed_migration_review_is_let_through_with_a_warning(client, body, fragment):
+    answer = client.post(MUTATE, content=body)
+    assert answer.status_code == 200, answer.text
+    response = answer.json()["response"]
+    assert response["uid"] == POLICY_REVIEW["request"]["uid"]
+    assert response["allowed"] is True
+    assert "patch" not in response
+    assert response["warnings"][0].startswith(
+        "no migration policy applied: the review is malformed: ")
+    assert fragment in response["warnings"][0]
+
+
+@pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"123456789012345678901234567890"])
+def test_a_number_no_double_holds_is_refused_by_field(client, number):
+    body = orjson.dumps(POLICY_REVIEW).replace(b'"completionTimeoutPerGiB":23',
+                                               b'"completionTimeoutPerGiB":' + number)
+    assert number in body
+    answer = client.post(VALIDATE, content=body)
+    assert answer.status_code == 200, answer.text
+    response = answer.json()["response"]
+    assert response["uid"] == POLICY_REVIEW["request"]["uid"]
+    assert response["allowed"] is False
+    fields = [cause["field"] for cause in response["status"]["details"]["causes"]]
+    assert fields == ["spec.completionTimeoutPerGiB"]
+
+
+@pytest.mark.parametrize("content_type", ["application/yaml", "text/plain",
+                                          "application/vnd.kubernetes.protobuf"])
+def test_a_body_that_is_not_json_by_its_type_gets_415(client, content_type):
+    answer = client.post(VALIDATE, content=orjson.dumps(POLICY_REVIEW),
+                         headers={"content-type": content_type})
+    assert answer.status_code == 415
+    assert "application/json" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
+                                          "application/x-www-form-urlencoded"])
+def test_json_and_curls_default_type_are_read(client, content_type):
+    answer = client.post(VALIDATE, content=orjson.dumps(POLICY_REVIEW),
+                         headers={"content-type": content_type})
+    assert answer.status_code == 200
+    assert answer.json()["response"]["allowed"] is True
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -284,7 +357,7 @@ def test_never_a_500(client, path):
     failures = []
     for name, body in WEIRD:
         answer = client.post(path, content=body)
-        if answer.status_code >= 500 or answer.status_code not in (200, 400, 413):
+        if answer.status_code >= 500 or answer.status_code not in (200, 400, 413, 415):
             failures.append((name, answer.status_code, answer.text[:200]))
         elif answer.status_code == 200:
             response = answer.json()["response"]

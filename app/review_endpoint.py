@@ -1,0 +1,181 @@
+"""One admission path as a bare ASGI callable: the hot path, bytes in, bytes out.
+
+The admission POSTs do not go through FastAPI's routing, dependency solving and
+middleware: they cost close to a bare ASGI app (docs/decisions.md has the measurement).
+Everything that can be made once is made in `__init__`: metric children, headers.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from app.admission import (
+    AdmissionRequest,
+    AdmissionResponse,
+    BadReview,
+    ReviewError,
+    encode_review,
+    parse_review,
+)
+from app.metrics import OUTCOMES, Metrics
+from app.state import WouldBlock
+from app.webhooks import Handler, is_enforcement_warning
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+OFF_LOOP_BYTES = 64 * 1024
+"""Bodies larger than this are parsed and judged in a worker thread, so that a large
+(legal or hostile) review never holds the event loop for long."""
+
+JSON = b"application/json"
+_ACCEPTED_TYPES = (b"application/json", b"application/x-www-form-urlencoded")
+"""JSON, and what curl sends with --data-binary when no Content-Type is given."""
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class ClientGone(Exception):
+    """The client hung up before its body arrived."""
+
+
+class UnsupportedMediaType(Exception):
+    pass
+
+
+def json_error(status: int, message: str) -> tuple[int, bytes]:
+    return status, orjson.dumps({"error": message})
+
+
+class ReviewEndpoint:
+    """POST one webhook path: read the body within its limit, answer the review."""
+
+    def __init__(
+        self, path: str, handler: Handler, *, metrics: Metrics, max_body_bytes: int
+    ) -> None:
+        self.path = path
+        self.handler = handler
+        self.max_body_bytes = max_body_bytes
+        self._outcomes = {outcome: metrics.reviews.labels(path, outcome) for outcome in OUTCOMES}
+        self._latency = metrics.latency.labels(path)
+        self._bad = {status: metrics.rejected_bodies.labels(path, str(status))
+                     for status in (400, 413, 415)}
+        self._internal_errors = metrics.internal_errors.labels(path)
+        self._disconnects = metrics.client_disconnects
+        self._too_large = f"the body is larger than the limit of {max_body_bytes} bytes"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        try:
+            body = await self._read_body(scope, receive)
+        except ClientGone:
+            self._disconnects.inc()
+            log.debug("client hung up before sending its review to %s", self.path)
+            return
+        except BodyTooLarge:
+            await self._send_error(send, 413, self._too_large)
+            return
+        except UnsupportedMediaType:
+            await self._send_error(send, 415, "the body must be an AdmissionReview in JSON: "
+                                   "send it with Content-Type: application/json")
+            return
+        if len(body) > OFF_LOOP_BYTES:
+            status, answer, outcome = await asyncio.to_thread(self._review, body)
+        else:
+            try:
+                status, answer, outcome = self._review(body)
+            except WouldBlock:  # a lookup must call the API: not on the event loop
+                status, answer, outcome = await asyncio.to_thread(self._review, body)
+        if outcome is not None:
+            self._outcomes[outcome].inc()
+            self._latency.observe(time.perf_counter() - started)
+        else:
+            self._bad[400].inc()
+        await _send(send, status, answer)
+
+    def _review(self, body: bytes) -> tuple[int, bytes, str | None]:
+        """(HTTP status, body, outcome); outcome None for a body that is not a review."""
+        try:
+            request = parse_review(body)
+        except ReviewError as error:
+            return (*json_error(400, str(error)), None)
+        except BadReview as error:
+            response = self.handler.malformed(error.uid, str(error))
+            return 200, encode_review(error.api_version, response), _outcome(response)
+        try:
+            response = self.handler(request)
+        except WouldBlock:
+            raise
+        except Exception:
+            response = self._errored(request)
+        return 200, encode_review(request.api_version, response), _outcome(response)
+
+    def _errored(self, request: AdmissionRequest) -> AdmissionResponse:
+        """A bug in a handler: one traceback in the log, the handler's errored answer."""
+        self._internal_errors.inc()
+        log.exception("answering review %s of %s failed", request.uid, request.resource_name)
+        return self.handler.errored(request)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        """The body, refusing more than the limit as it arrives, not after."""
+        limit = self.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > limit:
+                    raise BodyTooLarge
+            elif name == b"content-type":
+                media_type = value.split(b";", 1)[0].strip().lower()
+                if media_type not in _ACCEPTED_TYPES and not media_type.endswith(b"+json"):
+                    raise UnsupportedMediaType
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        body = message.get("body", b"")
+        if not message.get("more_body", False):
+            if len(body) > limit:
+                raise BodyTooLarge
+            return body
+        chunks = [body]
+        size = len(body)
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _send_error(self, send: Send, status: int, message: str) -> None:
+        self._bad[status].inc()
+        await _send(send, *json_error(status, message))
+
+
+def _outcome(response: AdmissionResponse) -> str:
+    if "patch" in response:
+        return "patched"
+    if not response["allowed"]:
+        return "denied"
+    return "warned" if is_enforcement_warning(response) else "allowed"
+
+
+async def _send(send: Send, status: int, body: bytes) -> None:
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", JSON), (b"content-length", str(len(body)).encode())],
+    })
+    await send({"type": "http.response.body", "body": body})
