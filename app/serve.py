@@ -8,6 +8,7 @@ import socket
 import ssl
 
 import uvicorn
+import uvloop
 
 from app.server import create_app
 from app.settings import Settings
@@ -74,6 +75,8 @@ async def serve(settings: Settings, state: ClusterState) -> None:
         log_level="info",
         access_log=False,
         lifespan="on",
+        http="httptools",
+        loop="none",
     )
     config.load()
     config.ssl = tls.context
@@ -84,3 +87,8 @@ async def serve(settings: Settings, state: ClusterState) -> None:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+
+
+def run_service(settings: Settings, state: ClusterState) -> None:
+    """`serve` on uvloop until stopped: what the command line runs."""
+    uvloop.run(serve(settings, state))
