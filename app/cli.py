@@ -1,10 +1,8 @@
 """The command line: `migration-policy-webhook serve | lint | review | explain | certs`."""
 
 import argparse
-import asyncio
 import base64
 import sys
-import time
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -13,14 +11,23 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from app.admission import ReviewError, parse_review
+from app.admission import (
+    AdmissionResponse,
+    BadReview,
+    ReviewError,
+    encode_review,
+    parse_review,
+)
+from app.audit import run_audit
 from app.certs_command import add_certs_parser, run_certs
-from app.explain import explain, format_labels, format_verdicts
+from app.command_state import open_state, synced_state
+from app.explain import run_explain
 from app.lint import lint_files
 from app.logs import configure_logging
 from app.manifests import ManifestError, read_documents
+from app.output import Output
 from app.precedence import Precedence
-from app.serve import serve
+from app.serve import run_service
 from app.settings import (
     BIND_ADDRESS_FORM,
     KUBE_STATE,
@@ -31,9 +38,14 @@ from app.settings import (
     default,
     parse_feature_gates,
 )
-from app.state import ClusterState
-from app.state.files import DirectoryState, StateError
-from app.webhooks import build_handlers, handler_for_resource
+from app.state.files import StateError
+from app.webhooks import (
+    MIGRATION_RESOURCE,
+    MUTATE_PATH,
+    VALIDATE_PATH,
+    build_handlers,
+    handler_for_resource,
+)
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2
@@ -53,7 +65,12 @@ def _choices(enum: type[StrEnum]) -> list[str]:
     return [member.value for member in enum]
 
 
-def _add_policy_flags(parser: argparse.ArgumentParser) -> None:
+def add_output_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", choices=_choices(Output), default=Output.TEXT.value,
+                        help="text for a person, json or yaml for a program (default: text)")
+
+
+def add_policy_flags(parser: argparse.ArgumentParser) -> None:
     _setting(parser, "--feature-gates", "enabled KubeVirt feature gates: "
              "MigrationStallDetection, MigrationDowntimeTuning", shown="none",
              type=parse_feature_gates, metavar="GATE,GATE")
@@ -112,7 +129,7 @@ def _add_serve_parser(commands: Any) -> None:
              "before mutation answers warn that the cache is stale", type=float,
              metavar="SECONDS")
     _add_state_flags(serve)
-    _add_policy_flags(serve)
+    add_policy_flags(serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,13 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_parser(commands)
 
     lint = commands.add_parser("lint", help="validate MigrationPolicy manifests offline")
-    lint.add_argument("files", nargs="+", type=Path)
-    _add_policy_flags(lint)
+    lint.add_argument("files", nargs="+", type=Path, metavar="FILE|DIR")
+    add_policy_flags(lint)
+    add_output_flag(lint)
 
     review = commands.add_parser("review", help="answer an AdmissionReview file, no server")
     review.add_argument("file", type=Path)
     _add_state_flags(review)
-    _add_policy_flags(review)
+    add_policy_flags(review)
 
     explain_cmd = commands.add_parser("explain", help="which policy applies to a VMI, and why")
     explain_cmd.add_argument("--vmi", help="VMI name, looked up in --state")
@@ -138,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     explain_cmd.add_argument("--vmi-labels", help="k=v,k=v instead of looking up --vmi")
     explain_cmd.add_argument("--namespace-labels", help="k=v,k=v instead of looking up")
     _add_state_flags(explain_cmd)
+    add_output_flag(explain_cmd)
+
+    audit = commands.add_parser("audit", help="validate every MigrationPolicy of the state")
+    _add_state_flags(audit)
+    add_policy_flags(audit)
+    add_output_flag(audit)
 
     add_certs_parser(commands)
     return parser
@@ -152,42 +176,23 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(**values)
 
 
-def open_state(settings: Settings) -> ClusterState:
-    if settings.state == KUBE_STATE:
-        from app.state.kube import KubeState
-
-        return KubeState.from_settings(settings)
-    return DirectoryState(Path(settings.state), settings.precedence)
-
-
-SYNC_TIMEOUT_SECONDS = 30.0
+def _path_for(review: dict[str, Any]) -> str:
+    """The webhook path a review is meant for, from its resource however malformed."""
+    request = review.get("request")
+    resource = request.get("resource") if isinstance(request, dict) else None
+    plural = resource.get("resource") if isinstance(resource, dict) else None
+    return MUTATE_PATH if plural == MIGRATION_RESOURCE else VALIDATE_PATH
 
 
-def synced_state(settings: Settings) -> ClusterState:
-    """The cluster state, loaded once for a one-shot command (`review`, `explain`)."""
-    state = open_state(settings)
-    if settings.state == KUBE_STATE:
-        asyncio.run(_wait_until_ready(state))
-    return state
-
-
-async def _wait_until_ready(state: ClusterState) -> None:
-    await state.start()
-    deadline = time.monotonic() + SYNC_TIMEOUT_SECONDS
-    while not state.is_ready():
-        if time.monotonic() > deadline:
-            raise StateError(f"the cluster state did not sync within {SYNC_TIMEOUT_SECONDS:.0f} s")
-        await asyncio.sleep(0.05)
-
-
-def _parse_labels(text: str) -> dict[str, str]:
-    labels = {}
-    for pair in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"label {pair!r} is not key=value")
-        labels[key] = value
-    return labels
+def _answer(review: dict[str, Any], settings: Settings) -> tuple[str, AdmissionResponse]:
+    """(apiVersion, response) for a review, as the server answers it."""
+    try:
+        request = parse_review(orjson.dumps(review))
+    except BadReview as error:  # a uid, wrong elsewhere: answered in the protocol
+        handlers = build_handlers(settings, synced_state(settings))
+        return error.api_version, handlers[_path_for(review)].malformed(error.uid, str(error))
+    handlers = build_handlers(settings, synced_state(settings))
+    return request.api_version, handler_for_resource(handlers, request)(request)
 
 
 def run_review(args: argparse.Namespace, settings: Settings) -> int:
@@ -201,50 +206,20 @@ def run_review(args: argparse.Namespace, settings: Settings) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     try:
-        request = parse_review(orjson.dumps(documents[0].object))
-        state = synced_state(settings)
-        handler = handler_for_resource(build_handlers(settings, state), request)
-        response = handler(request)
+        api_version, response = _answer(documents[0].object, settings)
     except (ReviewError, StateError) as error:
         print(f"{args.file}: {error}", file=sys.stderr)
         return EXIT_USAGE
     except orjson.JSONEncodeError as error:  # YAML can hold what JSON cannot
         print(f"{args.file}: cannot be sent as JSON: {error}", file=sys.stderr)
         return EXIT_USAGE
-    review = {"apiVersion": request.api_version, "kind": "AdmissionReview", "response": response}
-    print(orjson.dumps(review, option=orjson.OPT_INDENT_2).decode())
+    answer = orjson.loads(encode_review(api_version, response))
+    print(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
     if "patch" in response:
         patch = orjson.loads(base64.b64decode(response["patch"]))
         print("decoded patch:")
         print(orjson.dumps(patch, option=orjson.OPT_INDENT_2).decode())
     return 0 if response["allowed"] else EXIT_INVALID
-
-
-def run_explain(args: argparse.Namespace, settings: Settings) -> int:
-    state = synced_state(settings)
-    if args.vmi_labels is not None or args.namespace_labels is not None:
-        vmi_labels = _parse_labels(args.vmi_labels or "")
-        ns_labels = _parse_labels(args.namespace_labels or "")
-        title = "VMI with the given labels"
-    elif args.vmi:
-        found = state.vmi_labels(args.namespace, args.vmi)
-        if found is None:
-            print(f"VMI {args.vmi!r} not found in namespace {args.namespace!r} in "
-                  f"{settings.state}", file=sys.stderr)
-            return EXIT_INVALID
-        vmi_labels = dict(found)
-        ns_labels = dict(state.namespace_labels(args.namespace) or {})
-        title = f"VMI {args.namespace}/{args.vmi}"
-    else:
-        print("explain needs --vmi NAME, or --vmi-labels and/or --namespace-labels",
-              file=sys.stderr)
-        return EXIT_USAGE
-    print(f"{title}\n  VMI labels:       {format_labels(vmi_labels)}\n"
-          f"  namespace labels: {format_labels(ns_labels)}\n"
-          f"  precedence:       {settings.precedence.value}\n")
-    verdicts = explain(state.policies, vmi_labels, ns_labels, settings.precedence)
-    print(format_verdicts(verdicts) if verdicts else "no policies in the cluster state")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -257,13 +232,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from(args)
         configure_logging(settings.logging_format, settings.log_level)
         if args.command == "lint":
-            return lint_files(args.files, settings)
+            return lint_files(args.files, settings, Output(args.output))
         if args.command == "review":
             return run_review(args, settings)
         if args.command == "explain":
-            return run_explain(args, settings)
+            return run_explain(settings, vmi=args.vmi, namespace=args.namespace,
+                               vmi_labels=args.vmi_labels,
+                               namespace_labels=args.namespace_labels, output=Output(args.output))
+        if args.command == "audit":
+            return run_audit(settings, Output(args.output))
         state = open_state(settings)
-        asyncio.run(serve(settings, state))
+        run_service(settings, state)
     except ValidationError as error:
         for problem in error.errors():
             field = "--" + "-".join(str(part) for part in problem["loc"]).replace("_", "-")

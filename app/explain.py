@@ -1,10 +1,18 @@
 """`explain`: every policy, whether it applies to a VMI, its score, and why it wins or loses."""
 
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from app.command_state import synced_state
+from app.output import Output, dump
 from app.policy import Policy
 from app.precedence import Precedence, precedence_key
+from app.settings import Settings
+
+EXIT_NOT_FOUND = 1
+EXIT_USAGE = 2
 
 
 @dataclass(frozen=True)
@@ -98,3 +106,57 @@ def format_verdicts(verdicts: list[Verdict]) -> str:
         + "  " + row[3]
         for row in rows
     )
+
+
+def verdicts_as_dicts(verdicts: list[Verdict]) -> list[dict[str, Any]]:
+    """As `-o json|yaml` prints them."""
+    return [{"name": verdict.policy.name, "applies": verdict.applies,
+             "score": verdict.policy.score, "wins": verdict.wins, "reason": verdict.reason}
+            for verdict in verdicts]
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """`k=v,k=v` as given to --vmi-labels and --namespace-labels."""
+    labels = {}
+    for pair in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"label {pair!r} is not key=value")
+        labels[key] = value
+    return labels
+
+
+def run_explain(
+    settings: Settings, *, vmi: str | None, namespace: str, vmi_labels: str | None = None,
+    namespace_labels: str | None = None, output: Output = Output.TEXT,
+) -> int:
+    """Print the verdicts for a VMI of the state, or for labels given instead."""
+    if vmi_labels is not None or namespace_labels is not None:
+        labels, ns_labels = parse_labels(vmi_labels or ""), parse_labels(namespace_labels or "")
+        state = synced_state(settings)
+        subject = None
+    elif vmi:
+        state = synced_state(settings)
+        found = state.vmi_labels(namespace, vmi)
+        if found is None:
+            print(f"VMI {vmi!r} not found in namespace {namespace!r} in {settings.state}",
+                  file=sys.stderr)
+            return EXIT_NOT_FOUND
+        labels, ns_labels = dict(found), dict(state.namespace_labels(namespace) or {})
+        subject = {"namespace": namespace, "name": vmi}
+    else:
+        print("explain needs --vmi NAME, or --vmi-labels and/or --namespace-labels",
+              file=sys.stderr)
+        return EXIT_USAGE
+    verdicts = explain(state.policies, labels, ns_labels, settings.precedence)
+    if output is not Output.TEXT:
+        print(dump({"vmi": subject, "vmiLabels": labels, "namespaceLabels": ns_labels,
+                    "precedence": settings.precedence.value,
+                    "policies": verdicts_as_dicts(verdicts)}, output))
+        return 0
+    title = (f"VMI {namespace}/{vmi}" if subject else "VMI with the given labels")
+    print(f"{title}\n  VMI labels:       {format_labels(labels)}\n"
+          f"  namespace labels: {format_labels(ns_labels)}\n"
+          f"  precedence:       {settings.precedence.value}\n")
+    print(format_verdicts(verdicts) if verdicts else "no policies in the cluster state")
+    return 0

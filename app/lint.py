@@ -1,10 +1,15 @@
-"""`lint FILE...`: validate MigrationPolicy manifests offline, as the webhook would."""
+"""`lint FILE...`: validate MigrationPolicy manifests offline, as the webhook would; the
+report `audit` prints too."""
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from app.findings import Findings
 from app.manifests import Document, ManifestError, manifest_files, read_documents
+from app.output import Output, dump
 from app.policy import policy_from_object
 from app.policy_validation import KIND as POLICY_KIND
 from app.policy_validation import validate_policy
@@ -12,7 +17,84 @@ from app.precedence import PolicyIndex
 from app.settings import Settings
 
 
-def lint_files(paths: Sequence[Path], settings: Settings) -> int:
+@dataclass(frozen=True)
+class PolicyReport:
+    """What validation found in one MigrationPolicy, and where it was."""
+
+    source: str
+    """`file.yaml#2`, or "" for a policy read from the cluster."""
+    name: str | None
+    findings: Findings
+
+    @property
+    def label(self) -> str:
+        what = f"{POLICY_KIND} {self.name!r}" if self.name else POLICY_KIND
+        return f"{self.source}: {what}" if self.source else what
+
+    def lines(self) -> list[str]:
+        """As a person reads it: the verdict, then each problem and warning indented."""
+        if self.findings.valid:
+            lines = [f"{self.label} is valid"]
+        else:
+            lines = [f"{self.label} is invalid:"]
+            lines += [f"  * {cause.line()}" for cause in self.findings.causes]
+        return lines + [f"  Warning: {warning}" for warning in self.findings.warnings]
+
+    def as_dict(self) -> dict[str, Any]:
+        """As `-o json|yaml` prints it; causes as the webhook sends them."""
+        document: dict[str, Any] = {"name": self.name}
+        if self.source:
+            document["source"] = self.source
+        document["valid"] = self.findings.valid
+        document["causes"] = [
+            {"reason": cause.type.value, "field": cause.field, "message": cause.message}
+            for cause in self.findings.causes]
+        document["warnings"] = list(self.findings.warnings)
+        return document
+
+
+def check_policies(
+    documents: Iterable[Document], settings: Settings, *, existing: PolicyIndex | None = None,
+) -> list[PolicyReport]:
+    """Validate every policy with the webhook's rules and the settings' gates.
+
+    Equal selectors are looked for in `existing` (`audit`: every policy of the state), or,
+    without it, among the policies before each one (`lint`: as if applied in that order).
+    """
+    seen = existing if existing is not None else PolicyIndex(settings.precedence)
+    reports = []
+    for doc in documents:
+        findings = validate_policy(
+            doc.object,
+            feature_gates=settings.feature_gates,
+            same_selectors=seen.with_same_selectors,
+            deny_duplicate_selectors=settings.deny_duplicate_selectors,
+        )
+        if findings.valid and existing is None:
+            seen.put(policy_from_object(doc.object))
+        reports.append(PolicyReport(doc.source, _name(doc.object), findings))
+    return reports
+
+
+def _name(obj: dict[str, Any]) -> str | None:
+    metadata = obj.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def print_reports(reports: Sequence[PolicyReport], output: Output,
+                  extra: dict[str, Any] | None = None) -> None:
+    """The reports on stdout: lines of text, or one JSON/YAML document with `extra` first."""
+    if output is Output.TEXT:
+        for report in reports:
+            print("\n".join(report.lines()))
+        return
+    invalid = sum(not report.findings.valid for report in reports)
+    print(dump({**(extra or {}), "policies": [report.as_dict() for report in reports],
+                "valid": len(reports) - invalid, "invalid": invalid}, output))
+
+
+def lint_files(paths: Sequence[Path], settings: Settings, output: Output = Output.TEXT) -> int:
     """Print every problem of every policy; 1 if any file or policy is invalid, or none is
     found, else 0."""
     failed = False
@@ -23,37 +105,18 @@ def lint_files(paths: Sequence[Path], settings: Settings) -> int:
         except ManifestError as error:
             print(f"{error}", file=sys.stderr)
             failed = True
-    policies = [doc for doc in documents if doc.kind == POLICY_KIND]
+    # A note on stdout in text; on stderr when stdout is one JSON or YAML document.
+    notes = sys.stdout if output is Output.TEXT else sys.stderr
     for doc in documents:
         if doc.kind != POLICY_KIND:
-            print(f"{doc.source}: skipped, kind {doc.kind or '(none)'} is not {POLICY_KIND}")
-    # Policies seen so far, so that two files with the same selectors are caught too.
-    seen = PolicyIndex(settings.precedence)
-
-    for doc in policies:
-        findings = validate_policy(
-            doc.object,
-            feature_gates=settings.feature_gates,
-            same_selectors=seen.with_same_selectors,
-            deny_duplicate_selectors=settings.deny_duplicate_selectors,
-        )
-        metadata = doc.object.get("metadata")
-        name = metadata.get("name") if isinstance(metadata, dict) else None
-        label = f"{doc.source}: {POLICY_KIND} {name!r}" if name else f"{doc.source}: {POLICY_KIND}"
-        if findings.valid:
-            print(f"{label} is valid")
-            seen.put(policy_from_object(doc.object))
-        else:
-            failed = True
-            print(f"{label} is invalid:")
-            for cause in findings.causes:
-                print(f"  * {cause.line()}")
-        for warning in findings.warnings:
-            print(f"  Warning: {warning}")
-    if not policies and not failed:
+            print(f"{doc.source}: skipped, kind {doc.kind or '(none)'} is not {POLICY_KIND}",
+                  file=notes)
+    reports = check_policies([doc for doc in documents if doc.kind == POLICY_KIND], settings)
+    print_reports(reports, output)
+    if not reports and not failed:
         print("no MigrationPolicy found in " + ", ".join(map(str, paths)), file=sys.stderr)
         failed = True
-    return 1 if failed else 0
+    return 1 if failed or any(not report.findings.valid for report in reports) else 0
 
 
 def _expand(paths: Sequence[Path]) -> list[Path]:

@@ -78,6 +78,8 @@ class Settings(BaseModel):
     client_ca_file: Path | None = None
     certs_dir: Path = Path("certs")
     kubeconfig: Path | None = None
+    kube_context: str | None = None
+    """The kubeconfig context to use (`--context`); None for its current context."""
     health_probe_bind_address: str = DISABLED
     metrics_bind_address: str = DISABLED
     logging_format: LoggingFormat = LoggingFormat.TEXT

@@ -239,15 +239,11 @@ def test_review_migration_without_policy_has_no_patch():
      "request.uid is missing"),
     ('{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": '
      '{"uid": "x", "operation": "CREATE", "resource": {"group": "migrations.kubevirt.io", '
-     '"version": "v1alpha1", "resource": "migrationpolicies"}}}',
-     "request.object is missing"),
-    ('{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": '
-     '{"uid": "x", "operation": "CREATE", "resource": {"group": "migrations.kubevirt.io", '
      '"version": "v1alpha1", "resource": "migrationpolicies"}, '
      '"object": {"spec": {"bandwidthPerMigration": 99999999999999999999999}}}}',
      "cannot be sent as JSON"),
     ("a: &a [*a]\n", "cannot be sent as JSON"),
-], ids=["not-yaml", "a-policy-not-a-review", "two-documents", "empty", "no-uid", "no-object",
+], ids=["not-yaml", "a-policy-not-a-review", "two-documents", "empty", "no-uid",
         "int-beyond-64-bit", "recursive-alias"])
 def test_review_broken_file(tmp_path, content, fragment):
     path = write(tmp_path, "review.yaml", content)
@@ -257,3 +253,36 @@ def test_review_broken_file(tmp_path, content, fragment):
     assert fragment in result.stderr
     assert str(path) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+MIGRATIONS = {"group": "kubevirt.io", "version": "v1",
+              "resource": "virtualmachineinstancemigrations"}
+POLICIES_RESOURCE = {"group": "migrations.kubevirt.io", "version": "v1alpha1",
+                     "resource": "migrationpolicies"}
+
+
+@pytest.mark.parametrize(("request_fields", "allowed", "fragment"), [
+    ({"operation": "CREATE", "resource": POLICIES_RESOURCE},
+     False, "request.object is missing"),
+    ({"operation": "EXPLODE", "resource": POLICIES_RESOURCE, "object": {}},
+     False, 'request.operation must be one of CREATE, UPDATE, DELETE, CONNECT, got "EXPLODE"'),
+    ({"operation": "EXPLODE", "resource": MIGRATIONS, "object": {}},
+     True, "no migration policy applied: the review is malformed: request.operation"),
+], ids=["policy-without-object", "policy-bad-operation", "migration-bad-operation"])
+def test_review_with_a_uid_is_answered_in_the_protocol(tmp_path, request_fields, allowed,
+                                                       fragment):
+    """As the server answers it: a denial for a policy, a warning for a migration."""
+    review = {"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview",
+              "request": {"uid": "uid-1", **request_fields}}
+    result = run_cli("review", str(write(tmp_path, "review.json", json.dumps(review))))
+    assert result.returncode == (0 if allowed else 1), result.stderr
+    answer = review_json(result.stdout)
+    assert answer["apiVersion"] == "admission.k8s.io/v1beta1"
+    assert answer["kind"] == "AdmissionReview"
+    assert answer["response"]["uid"] == "uid-1"
+    assert answer["response"]["allowed"] is allowed
+    if allowed:
+        assert answer["response"]["warnings"][0].startswith(fragment)
+    else:
+        assert answer["response"]["status"]["code"] == 400
+        assert fragment in answer["response"]["status"]["message"]
