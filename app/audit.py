@@ -49,9 +49,10 @@ def cluster_policies(settings: Settings) -> list[Document]:
             query = [("limit", str(PAGE_SIZE)), ("continue", token)]
     except ApiError as error:
         if error.code in (401, 403):
-            raise AuditError(f"the API server at {api.host} refused to list "
-                             f"{MIGRATION_POLICIES.plural}.{MIGRATION_POLICIES.group}: "
-                             f"{error}: the user needs the list permission on them") from None
+            resource = f"{MIGRATION_POLICIES.plural}.{MIGRATION_POLICIES.group}"
+            raise AuditError(f"the API server at {api.host} refused to list {resource}: "
+                             f"{error}: the user needs the list permission on them (check: "
+                             f"kubectl auth can-i list {resource})") from None
         raise AuditError(f"listing {MIGRATION_POLICIES.plural} at {api.host} failed: "
                          f"{error}") from None
     except TransportErrors as error:
