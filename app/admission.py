@@ -9,8 +9,7 @@ import base64
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NamedTuple, NotRequired, TypedDict
 
 import orjson
 
@@ -82,9 +81,8 @@ class AdmissionResponse(TypedDict):
     auditAnnotations: NotRequired[dict[str, str]]
 
 
-@dataclass(frozen=True, slots=True)
-class AdmissionRequest:
-    """The parts of `request` the handlers use."""
+class AdmissionRequest(NamedTuple):
+    """The parts of `request` the handlers use (a tuple: made in a fraction of a µs)."""
 
     api_version: str
     uid: str
@@ -157,28 +155,21 @@ def _request(api_version: str, uid: str, request: Mapping[str, Any]) -> Admissio
         raise ValueError(f"request.operation must be one of {', '.join(OPERATIONS)}, "
                          f"got {_shown(operation)}")
     return AdmissionRequest(
-        api_version=api_version,
-        uid=uid,
-        operation=operation,
-        resource=_resource(request.get("resource")),
-        name=_string(request, "name"),
-        namespace=_string(request, "namespace"),
-        object=_object(request, "object"),
-        old_object=_object(request, "oldObject"),
+        api_version, uid, operation, _resource(request.get("resource")),
+        _string(request, "name"), _string(request, "namespace"),
+        _object(request, "object"), _object(request, "oldObject"),
     )
 
 
 def _resource(value: Any) -> GroupVersionResource:
-    if not isinstance(value, dict) or not all(
-        isinstance(value.get(key, ""), str) for key in ("group", "version", "resource")
+    if (
+        isinstance(value, dict)
+        and type(group := value.get("group", "")) is str
+        and type(version := value.get("version", "")) is str
+        and type(resource := value.get("resource", "")) is str
     ):
-        raise ValueError(
-            "request.resource is missing: an object with group, version and resource"
-        )
-    return GroupVersionResource(
-        group=value.get("group", ""), version=value.get("version", ""),
-        resource=value.get("resource", ""),
-    )
+        return {"group": group, "version": version, "resource": resource}
+    raise ValueError("request.resource is missing: an object with group, version and resource")
 
 
 def _string(request: Mapping[str, Any], key: str) -> str:
@@ -206,7 +197,7 @@ def _shown(value: Any) -> str:
 
 
 def allowed(uid: str, warnings: Sequence[str] = ()) -> AdmissionResponse:
-    response = AdmissionResponse(uid=uid, allowed=True)
+    response: AdmissionResponse = {"uid": uid, "allowed": True}
     if warnings:
         response["warnings"] = list(warnings)
     return response
@@ -254,7 +245,7 @@ def patched(
     response = allowed(uid, warnings)
     if patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(orjson.dumps(list(patch))).decode()
+        response["patch"] = base64.b64encode(orjson.dumps(patch)).decode()
     if audit:
         response["auditAnnotations"] = dict(audit)
     return response

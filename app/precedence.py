@@ -45,8 +45,11 @@ def winner_by_scan(
     return min(applicable, key=lambda policy: precedence_key(policy, mode), default=None)
 
 
-Entry = tuple[tuple[Any, ...], str]
-"""(precedence key, name): kept sorted, the policy that takes precedence first."""
+Items = tuple[tuple[str, str], ...]
+Entry = tuple[tuple[Any, ...], str, Items, Items]
+"""(precedence key, name, VMI selector pairs, namespace selector pairs): kept sorted, the
+policy that takes precedence first. Names are unique, so the pairs are never compared;
+they are there so that a lookup matches without touching the Policy."""
 
 SelectorsKey = tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]]]
 
@@ -106,7 +109,8 @@ class PolicyIndex:
         self._policies[policy.name] = policy
         if not policy.has_selectors:
             return
-        entry = (precedence_key(policy, self.mode), policy.name)
+        entry = (precedence_key(policy, self.mode), policy.name,
+                 tuple(policy.vmi_selector.items()), tuple(policy.namespace_selector.items()))
         group_key = policy.selectors_key()
         self._entries[policy.name] = entry
         self._group_of[policy.name] = group_key
@@ -175,31 +179,32 @@ class PolicyIndex:
             entries = sorted(
                 member
                 for bucket in self._buckets(vmi_labels, ns_labels)
-                for _, name in bucket
-                if policies[name].applies_to(vmi_labels, ns_labels)
-                for member in self._groups[self._group_of[name]]
+                for entry in bucket
+                if _matches(entry, vmi_labels, ns_labels)
+                for member in self._groups[self._group_of[entry[1]]]
             )
-            return [policies[name] for _, name in entries]
+            return [policies[entry[1]] for entry in entries]
 
     def winner(self, vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str]) -> Policy | None:
         """The policy that takes precedence for a VMI with these labels, if any applies."""
         with self._lock:
-            policies = self._policies
-            best: Entry | None = None
-            for bucket in self._buckets(vmi_labels, ns_labels):
-                for entry in bucket:
-                    if best is not None and entry >= best:
-                        break  # the rest of this bucket cannot beat the best match
-                    if policies[entry[1]].applies_to(vmi_labels, ns_labels):
-                        best = entry
-                        break
-            return None if best is None else policies[best[1]]
+            buckets = self._buckets_by_pair
+            best = _best_in(buckets.get(None), None, vmi_labels, ns_labels)
+            for key, value in vmi_labels.items():
+                bucket = buckets.get((_VMI, key, value))
+                if bucket is not None:
+                    best = _best_in(bucket, best, vmi_labels, ns_labels)
+            for key, value in ns_labels.items():
+                bucket = buckets.get((_NS, key, value))
+                if bucket is not None:
+                    best = _best_in(bucket, best, vmi_labels, ns_labels)
+            return None if best is None else self._policies[best[1]]
 
     def with_same_selectors(self, policy: Policy) -> list[str]:
         """Names of the other policies whose selectors equal `policy`'s."""
         with self._lock:
             group = self._groups.get(policy.selectors_key(), [])
-            return sorted(name for _, name in group if name != policy.name)
+            return sorted(entry[1] for entry in group if entry[1] != policy.name)
 
 
 def _pairs(policy: Policy) -> Iterator[Pair]:
@@ -207,6 +212,33 @@ def _pairs(policy: Policy) -> Iterator[Pair]:
         yield _VMI, key, value
     for key, value in policy.namespace_selector.items():
         yield _NS, key, value
+
+
+def _best_in(
+    bucket: list[Entry] | None, best: Entry | None,
+    vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str],
+) -> Entry | None:
+    """The better of `best` and the bucket's first match: stops at that match, or where the
+    rest of the sorted bucket cannot beat `best`."""
+    if bucket:
+        for entry in bucket:
+            if best is not None and entry >= best:
+                break
+            if _matches(entry, vmi_labels, ns_labels):
+                return entry
+    return best
+
+
+def _matches(entry: Entry, vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str]) -> bool:
+    """Whether every pair of the entry's selectors is among the labels (label values are
+    strings, so a missing key, None, never equals a selector's value)."""
+    for key, value in entry[2]:
+        if vmi_labels.get(key) != value:
+            return False
+    for key, value in entry[3]:  # noqa: SIM110 - all() of a generator costs 1 µs more
+        if ns_labels.get(key) != value:
+            return False
+    return True
 
 
 def _remove_sorted(bucket: list[Entry], entry: Entry) -> None:

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -22,6 +22,8 @@ from app.admission import (
     parse_review,
 )
 from app.metrics import OUTCOMES, Metrics
+from app.mutation import POLICY_ANNOTATION
+from app.review_log import ReviewLog
 from app.state import WouldBlock
 from app.webhooks import Handler, is_enforcement_warning
 
@@ -57,13 +59,23 @@ def json_error(status: int, message: str) -> tuple[int, bytes]:
     return status, orjson.dumps({"error": message})
 
 
+class Answered(NamedTuple):
+    status: int
+    body: bytes
+    request: AdmissionRequest | None
+    response: AdmissionResponse | None
+    """None when the body is not a review: an HTTP error."""
+
+
 class ReviewEndpoint:
     """POST one webhook path: read the body within its limit, answer the review."""
 
     def __init__(
-        self, path: str, handler: Handler, *, metrics: Metrics, max_body_bytes: int
+        self, path: str, handler: Handler, *, metrics: Metrics, review_log: ReviewLog,
+        max_body_bytes: int,
     ) -> None:
         self.path = path
+        self._review_log = review_log
         self.handler = handler
         self.max_body_bytes = max_body_bytes
         self._outcomes = {outcome: metrics.reviews.labels(path, outcome) for outcome in OUTCOMES}
@@ -90,35 +102,55 @@ class ReviewEndpoint:
                                    "send it with Content-Type: application/json")
             return
         if len(body) > OFF_LOOP_BYTES:
-            status, answer, outcome = await asyncio.to_thread(self._review, body)
+            answered = await asyncio.to_thread(self._review, body)
         else:
             try:
-                status, answer, outcome = self._review(body)
+                answered = self._review(body)
             except WouldBlock:  # a lookup must call the API: not on the event loop
-                status, answer, outcome = await asyncio.to_thread(self._review, body)
-        if outcome is not None:
-            self._outcomes[outcome].inc()
-            self._latency.observe(time.perf_counter() - started)
-        else:
+                answered = await asyncio.to_thread(self._review, body)
+        response = answered.response
+        if response is None:
             self._bad[400].inc()
-        await _send(send, status, answer)
+        else:
+            elapsed = time.perf_counter() - started
+            self._outcomes[_outcome(response)].inc()
+            self._latency.observe(elapsed)
+            self._log_answer(answered.request, response, elapsed)
+        await _send(send, answered.status, answered.body)
 
-    def _review(self, body: bytes) -> tuple[int, bytes, str | None]:
-        """(HTTP status, body, outcome); outcome None for a body that is not a review."""
+    def _review(self, body: bytes) -> "Answered":
+        """The answer to a body; without a response for a body that is not a review."""
         try:
             request = parse_review(body)
         except ReviewError as error:
-            return (*json_error(400, str(error)), None)
+            return Answered(*json_error(400, str(error)), None, None)
         except BadReview as error:
             response = self.handler.malformed(error.uid, str(error))
-            return 200, encode_review(error.api_version, response), _outcome(response)
+            return Answered(200, encode_review(error.api_version, response), None, response)
         try:
             response = self.handler(request)
         except WouldBlock:
             raise
         except Exception:
             response = self._errored(request)
-        return 200, encode_review(request.api_version, response), _outcome(response)
+        return Answered(200, encode_review(request.api_version, response), request, response)
+
+    def _log_answer(
+        self, request: AdmissionRequest | None, response: AdmissionResponse, elapsed: float
+    ) -> None:
+        status = response.get("status")
+        details = status.get("details") if status else None
+        audit = response.get("auditAnnotations")
+        self._review_log.answered(
+            uid=response["uid"], webhook=self.path,
+            operation=request.operation if request else "",
+            namespace=request.namespace if request else "",
+            name=request.name if request else "",
+            allowed=response["allowed"],
+            policy=audit.get(POLICY_ANNOTATION) if audit else None,
+            causes=len(details.get("causes", ())) if details else None,
+            duration_ms=elapsed * 1000,
+        )
 
     def _errored(self, request: AdmissionRequest) -> AdmissionResponse:
         """A bug in a handler: one traceback in the log, the handler's errored answer."""

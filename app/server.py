@@ -5,6 +5,8 @@ FastAPI app, which serves everything else (health, readiness, metrics, error pag
 Holds no global state: `create_service` builds everything a `serve` needs.
 """
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.metrics import Metrics
 from app.review_endpoint import Receive, ReviewEndpoint, Scope, Send, json_error
+from app.review_log import ReviewLog
 from app.settings import Settings
 from app.state import ClusterState
 from app.webhooks import MUTATE_PATH, VALIDATE_PATH, build_handlers
@@ -85,6 +88,7 @@ def create_service(settings: Settings, state: ClusterState) -> Service:
     """Everything `serve` runs, for these settings and this cluster state."""
     handlers = build_handlers(settings, state)
     metrics = Metrics(tuple(handlers))
+    review_log = ReviewLog(settings.logging_format)
     collector = getattr(state, "collector", None)  # TODO(lead): until the state has it
     if collector is not None:
         metrics.registry.register(collector())
@@ -93,15 +97,19 @@ def create_service(settings: Settings, state: ClusterState) -> Service:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await state.start()
+        flusher = asyncio.create_task(review_log.run(), name="review-log")
         try:
             yield
         finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
             await state.stop()
 
     main = _probe_app(readiness, lifespan=lifespan)
     _add_metrics(main, metrics)
     endpoints = {
-        path: ReviewEndpoint(path, handler, metrics=metrics,
+        path: ReviewEndpoint(path, handler, metrics=metrics, review_log=review_log,
                              max_body_bytes=settings.max_body_bytes)
         for path, handler in handlers.items()
     }

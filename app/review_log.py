@@ -1,0 +1,97 @@
+"""The one log line per answered review, cheap enough for the request path.
+
+Through `logging`'s records and formatters a line costs 20–40 µs, as much as answering the
+review; here it is formatted directly, in the same shape as `app.logs` gives every other
+line (text `key=value`, escaped; or one JSON object), and written in batches: the buffer is
+flushed by the event loop every `FLUSH_SECONDS`, when it grows large, and at shutdown.
+"""
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from typing import TextIO
+
+import orjson
+
+from app.logs import escape
+from app.settings import LoggingFormat
+
+LOGGER = "app.review"
+FLUSH_SECONDS = 0.2
+FLUSH_LINES = 256
+
+
+class ReviewLog:
+    """Writes `answered` lines at info level, if that level is enabled for `app.review`."""
+
+    def __init__(self, format: LoggingFormat, stream: TextIO | None = None) -> None:
+        self.enabled = logging.getLogger(LOGGER).isEnabledFor(logging.INFO)
+        self.json = format is LoggingFormat.JSON
+        self.stream = stream if stream is not None else sys.stderr
+        self._lines: list[str] = []
+        self._second = -1
+        self._stamp = ""
+
+    def answered(
+        self, *, uid: str, webhook: str, operation: str, namespace: str, name: str,
+        allowed: bool, policy: str | None, causes: int | None, duration_ms: float,
+    ) -> None:
+        """Log one answered review: who, what, the decision, never the object."""
+        if not self.enabled:
+            return
+        now = time.time()
+        if self.json:
+            line = orjson.dumps({
+                "ts": datetime.fromtimestamp(now, UTC).isoformat(), "level": "info",
+                "logger": LOGGER, "msg": "answered", "uid": uid, "webhook": webhook,
+                "operation": operation, "namespace": namespace, "name": name,
+                "allowed": allowed, "policy": policy, "causes": causes,
+                "duration_ms": round(duration_ms, 3),
+            }).decode()
+        else:
+            line = (f"{self._timestamp(now)} INFO {LOGGER}: answered uid={_text(uid)} "
+                    f"webhook={webhook} operation={operation} namespace={_text(namespace)} "
+                    f"name={_text(name)} allowed={'true' if allowed else 'false'}")
+            if policy is not None:
+                line += f" policy={_text(policy)}"
+            if causes is not None:
+                line += f" causes={causes}"
+            line += f" duration_ms={duration_ms:.3f}"
+        self._lines.append(line)
+        if len(self._lines) >= FLUSH_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._lines:
+            lines, self._lines = self._lines, []
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
+
+    async def run(self) -> None:
+        """Flush every FLUSH_SECONDS until cancelled, then once more."""
+        try:
+            while True:
+                await asyncio.sleep(FLUSH_SECONDS)
+                self.flush()
+        finally:
+            with contextlib.suppress(ValueError, OSError):  # the stream may be closed
+                self.flush()
+
+    def _timestamp(self, now: float) -> str:
+        """As logging's default asctime (`2026-12-02 17:23:26,123`), the second made once."""
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        return f"{self._stamp},{int((now - second) * 1000):03d}"
+
+
+def _text(value: str) -> str:
+    """A client's string as one `key=value` token: escaped, quoted when needed."""
+    text = escape(value)
+    if not text or " " in text or '"' in text or "=" in text:
+        return '"' + text.replace('"', '\\"') + '"'
+    return text
