@@ -1,5 +1,6 @@
-"""manifests/: valid Kubernetes objects (checked offline against the API's schemas with
-kubernetes-validate), wired to what `serve` really listens on, as contract §7 asks."""
+"""manifests/base and manifests/webhooks: valid Kubernetes objects (checked offline against
+the API's schemas with kubernetes-validate), wired to what `serve` really listens on, as
+contract §7 asks. The overlays are tests/test_overlays.py's."""
 
 import base64
 import copy
@@ -13,27 +14,33 @@ import httpx
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import REPO, SAMPLE_REVIEWS, run_cli
+from conftest import REPO, SAMPLE_REVIEWS, free_port, run_cli, start_service, stop_service
 
 from app.certs_command import SECRET_NAME
 from app.cli import build_parser
+from app.settings import parse_bind_address
 from app.webhook_config import NAME, webhook_configurations
 from app.webhooks import MUTATE_PATH, VALIDATE_PATH
 
 MANIFESTS = REPO / "manifests"
+BASE = MANIFESTS / "base"
+WEBHOOKS = MANIFESTS / "webhooks" / "webhooks.yaml"
 NAMESPACE = "migration-policy-webhook"
 SERVICE_ACCOUNT = "migration-policy-webhook"
+IGNORE_LABEL = "migration-policy-webhook.kubevirt.io/ignore"
 # The oldest Kubernetes the manifests target (CEL rules in the CRD are on by default from
 # 1.25, GA in 1.29) and a recent one; kubernetes-validate ships both schemas.
 KUBERNETES_VERSIONS = ("1.29.0", "1.33.0")
-KUSTOMIZED = ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml", "service.yaml",
-              "deployment.yaml", "pdb.yaml"]
+KUSTOMIZED = ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml", "priorityclass.yaml",
+              "service.yaml", "deployment.yaml", "pdb.yaml", "networkpolicy.yaml"]
+# Beside manifests/kustomization.yaml and out of it, with why.
 LEFT_OUT = {
-    "webhooks.yaml": "the caBundle comes from `certs`: apply DIR/webhooks.yaml",
+    "webhooks": "the caBundle comes from `certs`: apply DIR/webhooks.yaml",
     "crd.yaml": "only for clusters without KubeVirt",
+    "prometheus-rules.yaml": "a Prometheus rule file, not a Kubernetes object",
+    "overlays": "the other certificate paths, and monitoring",
+    "components": "the monitoring component the overlays share",
 }
-RBAC = MANIFESTS / "rbac.yaml"
-NO_RBAC = "manifests/rbac.yaml is not written yet (another engineer's part of issue 5)"
 
 Doc = dict[str, Any]
 
@@ -42,14 +49,18 @@ def documents(path: Path) -> list[Doc]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
 
 
-def one(name: str, kind: str) -> Doc:
-    found = [doc for doc in documents(MANIFESTS / name) if doc["kind"] == kind]
+def one(name: str | Path, kind: str) -> Doc:
+    """The one object of `kind` in a file of manifests/base, or in the file `name`."""
+    path = name if isinstance(name, Path) else BASE / name
+    found = [doc for doc in documents(path) if doc["kind"] == kind]
     assert len(found) == 1, f"{name}: expected one {kind}, found {len(found)}"
     return found[0]
 
 
 def manifest_files() -> list[Path]:
-    return sorted(path for path in MANIFESTS.glob("*.yaml") if path.name != "kustomization.yaml")
+    """Every Kubernetes object file of the base, the webhook configurations and the CRD."""
+    base = [path for path in BASE.glob("*.yaml") if path.name != "kustomization.yaml"]
+    return sorted([*base, WEBHOOKS, MANIFESTS / "crd.yaml"])
 
 
 def deployment() -> Doc:
@@ -67,6 +78,30 @@ def serve_args() -> Any:
     args = build_parser().parse_args(container()["args"])
     assert args.command == "serve"
     return args
+
+
+def bound_port(address: str) -> int:
+    """The port of a bind address flag's value; it must not be off."""
+    parsed = parse_bind_address(address)
+    assert parsed is not None, f"{address!r} opens no port"
+    return parsed[1]
+
+
+def selects(selector: Doc, labels: dict[str, str]) -> bool:
+    """Whether a metav1.LabelSelector matches `labels`, as the API server evaluates it."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for term in selector.get("matchExpressions", []):
+        key, operator, values = term["key"], term["operator"], term.get("values", [])
+        matched = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[operator]
+        if not matched:
+            return False
+    return True
 
 
 # Valid Kubernetes objects, offline.
@@ -122,13 +157,13 @@ def blank_ca_bundles(docs: list[Doc]) -> list[Doc]:
 
 
 def test_webhooks_yaml_is_what_certs_writes_apart_from_the_ca(cluster_certs: Path) -> None:
-    shipped = documents(MANIFESTS / "webhooks.yaml")
+    shipped = documents(WEBHOOKS)
     assert shipped == webhook_configurations(NAME, NAMESPACE, "")
     assert blank_ca_bundles(documents(cluster_certs / "webhooks.yaml")) == shipped
 
 
 def webhook(kind: str) -> Doc:
-    hooks = one("webhooks.yaml", kind)["webhooks"]
+    hooks = one(WEBHOOKS, kind)["webhooks"]
     assert len(hooks) == 1
     return hooks[0]
 
@@ -153,6 +188,15 @@ def test_mutating_webhook_fails_open_and_is_reinvoked_if_needed() -> None:
         "apiGroups": ["kubevirt.io"], "apiVersions": ["v1"], "operations": ["CREATE"],
         "resources": ["virtualmachineinstancemigrations"], "scope": "Namespaced",
     }]
+
+
+def test_mutating_webhook_skips_namespaces_labelled_ignore() -> None:
+    selector = webhook("MutatingWebhookConfiguration")["namespaceSelector"]
+    assert not selects(selector, {IGNORE_LABEL: "true", "env": "prod"})
+    for labels in ({}, {"env": "prod"}, {IGNORE_LABEL: "false"}, {IGNORE_LABEL: ""}):
+        assert selects(selector, labels), labels
+    # MigrationPolicies are cluster scoped: a namespaceSelector would not apply to them.
+    assert "namespaceSelector" not in webhook("ValidatingWebhookConfiguration")
 
 
 @pytest.mark.parametrize("kind", ["ValidatingWebhookConfiguration",
@@ -227,13 +271,48 @@ def test_deployment_serves_the_cluster_state_with_the_mounted_secret() -> None:
     assert args.client_ca_file is None, "kubelet's probes present no client certificate"
 
 
-def test_probes_are_https_on_the_serving_port() -> None:
-    probes = {"livenessProbe": "/healthz", "readinessProbe": "/readyz"}
-    for probe, path in probes.items():
+PROBES = {"livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+
+
+def test_probes_are_plain_http_on_the_health_port() -> None:
+    health = bound_port(serve_args().health_probe_bind_address)
+    assert health == 8081
+    for probe, path in PROBES.items():
         check = container()[probe]["httpGet"]
         assert check["path"] == path
-        assert check["scheme"] == "HTTPS"
-        assert service_port(check["port"]) == serve_args().port
+        assert check.get("scheme", "HTTP") == "HTTP"
+        assert service_port(check["port"]) == health
+
+
+def test_service_exposes_the_metrics_port_by_name() -> None:
+    metrics = bound_port(serve_args().metrics_bind_address)
+    assert metrics == 8080
+    ports = {port["name"]: port for port in one("service.yaml", "Service")["spec"]["ports"]}
+    assert set(ports) == {"https", "metrics"}
+    assert service_port(ports["metrics"]["targetPort"]) == metrics
+    container_ports = [port["containerPort"] for port in container()["ports"]]
+    assert len(container_ports) == len(set(container_ports)) == 3
+
+
+def test_the_probe_and_metrics_ports_answer_plain_http(tmp_path: Path) -> None:
+    """The Deployment's bind address flags, on free local ports, given to the real service:
+    kubelet's probe paths and /metrics answer over plain HTTP, apart from the webhook port."""
+    health, metrics = free_port(), free_port()
+    args = [f"--health-probe-bind-address=127.0.0.1:{health}",
+            f"--metrics-bind-address=127.0.0.1:{metrics}"]
+    assert [arg.split("=")[0] for arg in args] == [
+        arg.split("=")[0] for arg in container()["args"] if "bind-address" in arg]
+    running = start_service(tmp_path, args)
+    try:
+        with httpx.Client(timeout=10) as plain:
+            for path in PROBES.values():
+                answer = plain.get(f"http://127.0.0.1:{health}{path}")
+                assert answer.status_code == 200, (path, answer.text)
+            scraped = plain.get(f"http://127.0.0.1:{metrics}/metrics")
+            assert scraped.status_code == 200
+            assert "migration_policy_webhook_" in scraped.text
+    finally:
+        stop_service(running)
 
 
 def test_pod_is_locked_down() -> None:
@@ -252,10 +331,36 @@ def test_pod_is_locked_down() -> None:
     assert secret_volume["secret"]["defaultMode"] == 0o440
 
 
-def test_resources_are_requested_and_limited() -> None:
+def test_resources_are_requested_and_memory_is_limited_but_not_cpu() -> None:
+    """A CPU limit throttles answers the API server waits for; memory is bounded."""
     resources = container()["resources"]
     assert set(resources["requests"]) == {"cpu", "memory"}
-    assert "memory" in resources["limits"]
+    assert set(resources["limits"]) == {"memory"}
+
+
+def test_pods_stop_gracefully_within_the_grace_period() -> None:
+    """preStop pause (endpoints drop the pod), then SIGTERM and --shutdown-grace-period, all
+    inside terminationGracePeriodSeconds, which kubelet counts from the preStop's start."""
+    args = serve_args()
+    assert "--shutdown-grace-period=15" in container()["args"]
+    assert args.shutdown_grace_period == 15 == build_parser().parse_args(
+        ["serve"]).shutdown_grace_period
+    pre_stop = container()["lifecycle"]["preStop"]
+    command = pre_stop["exec"]["command"]
+    assert command[0] == "sleep" and len(command) == 2, command
+    pause = int(command[1])
+    assert 1 <= pause <= 15
+    grace = deployment()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > pause + args.shutdown_grace_period
+
+
+def test_pods_run_at_the_projects_own_high_priority() -> None:
+    priority = one("priorityclass.yaml", "PriorityClass")
+    pod = deployment()["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == priority["metadata"]["name"] == NAME
+    # The highest a non-system class may have; system-cluster-critical stays above.
+    assert 1_000_000 <= priority["value"] <= 1_000_000_000
+    assert priority["globalDefault"] is False
 
 
 def test_replicas_spread_over_nodes() -> None:
@@ -285,12 +390,56 @@ def test_pdb_keeps_one_pod() -> None:
         "matchLabels"]
 
 
+def network_policy() -> Doc:
+    return one("networkpolicy.yaml", "NetworkPolicy")
+
+
+def rule_ports(rule: Doc) -> set[tuple[str, int]]:
+    """(protocol, container port) a NetworkPolicy rule opens, named ports resolved."""
+    return {(port.get("protocol", "TCP"), service_port(port["port"])) for port in rule["ports"]}
+
+
+def test_network_policy_isolates_the_pods_both_ways() -> None:
+    spec = network_policy()["spec"]
+    assert spec["podSelector"] == deployment()["spec"]["selector"]
+    assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
+
+
+def test_network_policy_opens_the_webhook_port_and_metrics_to_monitoring_only() -> None:
+    args = serve_args()
+    webhook_port, metrics = args.port, bound_port(args.metrics_bind_address)
+    opened: dict[int, list[Doc]] = {}
+    for rule in network_policy()["spec"]["ingress"]:
+        for _protocol, port in rule_ports(rule):
+            opened.setdefault(port, []).append(rule)
+    # The health port needs no rule: traffic from the pod's node (kubelet) is always allowed.
+    assert set(opened) == {webhook_port, metrics}
+    # The API server is no pod a selector can name: the webhook port is open to any source.
+    assert [rule.get("from") for rule in opened[webhook_port]] == [None]
+    [metrics_rule] = opened[metrics]
+    [peer] = metrics_rule["from"]
+    assert set(peer) == {"namespaceSelector"}
+    assert selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": "monitoring"})
+    assert not selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": "default"})
+
+
+def test_network_policy_lets_out_dns_and_the_api_server_only() -> None:
+    [dns, api] = network_policy()["spec"]["egress"]
+    assert {(port["protocol"], port["port"]) for port in dns["ports"]} == {
+        ("UDP", 53), ("TCP", 53)}
+    [peer] = dns["to"]
+    assert selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": "kube-system"})
+    assert selects(peer["podSelector"], {"k8s-app": "kube-dns"})
+    assert {(port["protocol"], port["port"]) for port in api["ports"]} == {
+        ("TCP", 443), ("TCP", 6443)}
+
+
 def test_namespaced_objects_live_in_the_webhook_namespace() -> None:
     assert one("namespace.yaml", "Namespace")["metadata"]["name"] == NAMESPACE
     sa = one("serviceaccount.yaml", "ServiceAccount")["metadata"]
     assert (sa["name"], sa["namespace"]) == (SERVICE_ACCOUNT, NAMESPACE)
-    for name in ("deployment.yaml", "service.yaml", "pdb.yaml"):
-        for doc in documents(MANIFESTS / name):
+    for name in ("deployment.yaml", "service.yaml", "pdb.yaml", "networkpolicy.yaml"):
+        for doc in documents(BASE / name):
             assert doc["metadata"]["namespace"] == NAMESPACE, name
 
 
@@ -303,51 +452,47 @@ def test_the_secret_certs_writes_is_the_one_the_deployment_mounts(cluster_certs:
 # kustomization.yaml.
 
 
-def kustomization() -> Doc:
-    return yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+def kustomization(directory: Path) -> Doc:
+    return yaml.safe_load((directory / "kustomization.yaml").read_text())
 
 
-def test_kustomization_lists_the_workload_and_leaves_out_what_certs_provides() -> None:
-    resources = kustomization()["resources"]
-    assert resources == KUSTOMIZED
-    files = {path.name for path in manifest_files()}
-    assert files - set(KUSTOMIZED) - {"rbac.yaml"} == set(LEFT_OUT)
-    for name in KUSTOMIZED:
-        if name != "rbac.yaml":
-            assert (MANIFESTS / name).is_file(), name
+def test_kustomization_installs_the_base_and_leaves_out_what_certs_provides() -> None:
+    assert kustomization(MANIFESTS)["resources"] == ["base"]
+    beside = {path.name for path in MANIFESTS.iterdir()} - {"kustomization.yaml", "base"}
+    assert beside == set(LEFT_OUT)
+    assert kustomization(BASE)["resources"] == KUSTOMIZED
+    assert {path.name for path in BASE.glob("*.yaml")} - {"kustomization.yaml"} == set(
+        KUSTOMIZED)
 
 
 def test_kustomization_sets_the_deployment_image() -> None:
-    images = {image["name"] for image in kustomization()["images"]}
+    images = {image["name"] for image in kustomization(BASE)["images"]}
     assert container()["image"].split(":")[0] in images
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
-def test_kustomize_builds(tmp_path: Path) -> None:
-    if not RBAC.exists():
-        # Build a copy without rbac.yaml, so the rest is still checked.
-        shutil.copytree(MANIFESTS, tmp_path / "manifests")
-        directory = tmp_path / "manifests"
-        kustomize = kustomization()
-        kustomize["resources"].remove("rbac.yaml")
-        (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomize))
-    else:
-        directory = MANIFESTS
+def kustomize(directory: Path) -> list[Doc]:
     built = subprocess.run(["kubectl", "kustomize", str(directory)], capture_output=True,
                            text=True, timeout=60, check=False)
     assert built.returncode == 0, built.stderr
-    kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(built.stdout) if doc)
-    expected = ["Deployment", "Namespace", "PodDisruptionBudget", "Service", "ServiceAccount"]
-    if RBAC.exists():
-        expected += ["ClusterRole", "ClusterRoleBinding"]
-    assert kinds == sorted(expected)
-    assert "ValidatingWebhookConfiguration" not in built.stdout
+    return [doc for doc in yaml.safe_load_all(built.stdout) if doc]
 
 
-# RBAC (written by another engineer): no more than get/list/watch on three resources.
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kustomize_builds_the_workload_without_the_webhook_configurations() -> None:
+    built = kustomize(MANIFESTS)
+    kinds = sorted(doc["kind"] for doc in built)
+    assert kinds == sorted(["ClusterRole", "ClusterRoleBinding", "Deployment", "Namespace",
+                            "NetworkPolicy", "PodDisruptionBudget", "PriorityClass", "Service",
+                            "ServiceAccount"])
+    assert built == kustomize(BASE)
+    [deployed] = [doc for doc in built if doc["kind"] == "Deployment"]
+    assert deployed["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "migration-policy-webhook:0.1.0")
 
 
-@pytest.mark.skipif(not RBAC.exists(), reason=NO_RBAC)
+# RBAC: no more than get/list/watch on three resources.
+
+
 def test_rbac_grants_only_reading_the_three_resources() -> None:
     role = one("rbac.yaml", "ClusterRole")
     assert role["metadata"]["name"] == NAME
@@ -363,7 +508,6 @@ def test_rbac_grants_only_reading_the_three_resources() -> None:
                        ("kubevirt.io", "virtualmachineinstances"), ("", "namespaces")}
 
 
-@pytest.mark.skipif(not RBAC.exists(), reason=NO_RBAC)
 def test_rbac_binds_the_role_to_the_service_account() -> None:
     binding = one("rbac.yaml", "ClusterRoleBinding")
     assert binding["metadata"]["name"] == NAME
