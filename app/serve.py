@@ -1,21 +1,48 @@
-"""`serve`: the webhook over HTTPS with uvicorn."""
+"""`serve`: the webhooks over HTTPS, the probes and metrics over plain HTTP, on uvloop.
+
+uvicorn provides the HTTP protocol (httptools) and the ASGI lifespan; the listeners, their
+limits (app/connections.py) and the graceful stop are run here, because uvicorn's `Server`
+gives a TLS handshake no deadline of ours, binds one host only, and serves one app.
+
+On SIGTERM (or Ctrl+C): readiness turns false at once, the webhook port stops accepting,
+idle connections are closed, requests in flight are answered (with `connection: close`),
+slow ones are cut at their read deadline, and whatever is left at
+`--shutdown-grace-period` is closed. The probe and metrics ports close last, so /readyz
+says why while the webhook port drains. A second signal stops at once.
+"""
 
 import asyncio
 import contextlib
 import errno
 import logging
+import signal
 import socket
 import ssl
+import time
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Any
 
 import uvicorn
 import uvloop
+from uvicorn.lifespan.on import LifespanOn
+from uvicorn.server import ServerState
 
-from app.server import create_app
-from app.settings import Settings
+from app.connections import BODY_BUDGET_BYTES, BodyBudget, LimitedHttpToolsProtocol, Limits
+from app.server import Service, create_service
+from app.settings import ALL_ADDRESSES, Settings
 from app.state import ClusterState
 from app.tls import ReloadingTLS, ServingFiles, ensure_dev_certificates
 
 log = logging.getLogger(__name__)
+
+BACKLOG = 2048
+"""Connections the kernel queues before they are accepted (uvicorn's default)."""
+TLS_SHUTDOWN_TIMEOUT = 2.0
+"""Seconds a closing TLS connection waits for the peer's close_notify (uvloop's default is
+30 s, which would keep a stalled client's connection, and a graceful stop, waiting)."""
+STARTUP_FAILURE = 3
+"""The exit status when the app's startup fails, as uvicorn's."""
 
 
 def serving_files(settings: Settings) -> ServingFiles:
@@ -47,48 +74,306 @@ def serving_tls(settings: Settings) -> ReloadingTLS:
                          f"its private key: {error}") from None
 
 
-def check_port_free(host: str, port: int) -> None:
-    """Fail early, and say what to do, when another process listens on the port."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+@dataclass(frozen=True)
+class Address:
+    """Where to listen, and how the command line said it (for error messages)."""
+
+    host: str
+    port: int
+    given: str
+    """The flags as given, e.g. `--port 8443` or `--metrics-bind-address :8080`."""
+    change: str
+    """What to change when the port is taken, e.g. `--port`."""
+
+
+def bind_sockets(address: Address) -> list[socket.socket]:
+    """Bound sockets for `address`; host "" is every address, IPv6 and IPv4 on one
+    dual-stack socket, or IPv4 alone where the machine has no IPv6. A port that is taken
+    or a host that cannot be listened on is a usage error saying what to do."""
+    if address.host == ALL_ADDRESSES:
         try:
-            probe.bind((host, port))
-        except OSError as error:
-            if error.errno == errno.EADDRINUSE:
-                raise ValueError(f"--port {port}: {host}:{port} is already in use (is another "
-                                 "serve running?): stop it or choose another --port") from None
-            raise ValueError(f"--host {host} --port {port}: cannot listen there: "
-                             f"{error.strerror or error}") from None
+            return [_bind(address, socket.AF_INET6, ("::", address.port))]
+        except _NoIPv6:
+            return [_bind(address, socket.AF_INET, ("0.0.0.0", address.port))]
+    try:
+        found = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise ValueError(f"{address.given}: cannot listen on {address.host}: "
+                         f"{error.strerror}") from None
+    bound: list[socket.socket] = []
+    try:
+        for family, sockaddr in dict.fromkeys((info[0], info[4][:2]) for info in found):
+            with contextlib.suppress(_NoIPv6):  # ::1 of `localhost` where there is no IPv6
+                bound.append(_bind(address, family, sockaddr))
+    except ValueError:
+        for sock in bound:
+            sock.close()
+        raise
+    if not bound:
+        raise ValueError(f"{address.given}: cannot listen on {address.host}: "
+                         "it is an IPv6 address and this machine has no IPv6")
+    return bound
+
+
+class _NoIPv6(Exception):
+    """The machine has no IPv6: no AF_INET6 sockets, or (for every address) no IPv6
+    address to bind."""
+
+
+def _bind(address: Address, family: int, sockaddr: tuple[Any, ...]) -> socket.socket:
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as error:
+        if family == socket.AF_INET6 and error.errno == errno.EAFNOSUPPORT:
+            raise _NoIPv6 from None
+        raise ValueError(f"{address.given}: cannot listen there: {error.strerror}") from None
+    every_address = address.host == ALL_ADDRESSES
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(not every_address))
+        sock.bind(sockaddr)
+    except OSError as error:
+        sock.close()
+        shown = _show(sockaddr)
+        if error.errno == errno.EADDRINUSE:
+            raise ValueError(f"{address.given}: {shown} is already in use (is another serve "
+                             f"running?): stop it or choose another {address.change}") from None
+        if family == socket.AF_INET6 and every_address and error.errno == errno.EADDRNOTAVAIL:
+            raise _NoIPv6 from None
+        raise ValueError(f"{address.given}: cannot listen on {shown}: "
+                         f"{error.strerror or error}") from None
+    return sock
+
+
+def _show(sockaddr: tuple[Any, ...]) -> str:
+    host, port = sockaddr[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _describe(sockets: list[socket.socket]) -> str:
+    """`[::]:8443 (IPv6 and IPv4)`, `127.0.0.1:8443`, ..."""
+    shown = []
+    for sock in sockets:
+        text = _show(sock.getsockname())
+        if sock.family == socket.AF_INET6 and not sock.getsockopt(socket.IPPROTO_IPV6,
+                                                                  socket.IPV6_V6ONLY):
+            text += " (IPv6 and IPv4)"
+        shown.append(text)
+    return ", ".join(shown)
+
+
+@dataclass
+class Listener:
+    """One port: its app, its bound sockets, and the connections uvicorn's protocol keeps."""
+
+    what: str
+    config: uvicorn.Config
+    sockets: list[socket.socket]
+    tls: ssl.SSLContext | None = None
+    state: ServerState = field(default_factory=ServerState)
+    servers: list[asyncio.Server] = field(default_factory=list)
+
+    async def start(self, limits: Limits, app_state: dict[str, Any],
+                    handshake_timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> LimitedHttpToolsProtocol:
+            return LimitedHttpToolsProtocol(self.config, self.state, app_state, limits)
+
+        tls_options: dict[str, Any] = {}
+        if self.tls is not None:
+            tls_options = {"ssl": self.tls, "ssl_handshake_timeout": handshake_timeout,
+                           "ssl_shutdown_timeout": TLS_SHUTDOWN_TIMEOUT}
+        for sock in self.sockets:
+            self.servers.append(await loop.create_server(protocol, sock=sock, backlog=BACKLOG,
+                                                         **tls_options))
+        scheme = "HTTPS" if self.tls is not None else "HTTP"
+        log.info("serving %s over %s on %s", self.what, scheme, _describe(self.sockets))
+
+    def stop_accepting(self) -> None:
+        for server in self.servers:
+            server.close()
+        for connection in list(self.state.connections):
+            connection.shutdown()  # idle ones close now, busy ones after their answer
+
+    def busy(self) -> bool:
+        return bool(self.state.connections or self.state.tasks)
+
+    def close_all(self) -> None:
+        """Cut what is left: at the end of the grace period, or of a probe port."""
+        for task in self.state.tasks:
+            task.cancel()
+        for connection in list(self.state.connections):
+            connection.transport.abort()
+
+    def tick(self) -> None:
+        """The Date header, once a second, as uvicorn's server does."""
+        date = formatdate(usegmt=True).encode()
+        self.state.default_headers = [(b"date", date), *self.config.encoded_headers]
+
+
+def _config(app: Any, settings: Settings, *, lifespan: bool) -> uvicorn.Config:
+    """uvicorn's settings for one app: httptools, our logging, no proxy headers trusted."""
+    config = uvicorn.Config(
+        app, http="httptools", loop="none", ws="none", lifespan="on" if lifespan else "off",
+        log_config=None, log_level=None, access_log=False, proxy_headers=False,
+        timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]
+    )
+    config.load()
+    return config
+
+
+def _listeners(settings: Settings, service: Service, tls: ReloadingTLS) -> list[Listener]:
+    """Every port `settings` asks for, bound now so that a taken port fails before start."""
+    port = settings.port
+    listeners = [Listener("the webhooks, /healthz, /readyz and /metrics",
+                          _config(service.app, settings, lifespan=True),
+                          bind_sockets(Address(settings.host, port,
+                                               f"--port {port}", "--port")),
+                          tls.context)]
+    plain = (("/healthz and /readyz", "--health-probe-bind-address",
+              settings.health_probe_bind_address, settings.health_probe_address,
+              service.health_app),
+             ("/metrics", "--metrics-bind-address", settings.metrics_bind_address,
+              settings.metrics_address, service.metrics_app))
+    try:
+        for what, flag, given, address, app in plain:
+            if address is not None:
+                sockets = bind_sockets(Address(*address, f"{flag} {given}", flag))
+                listeners.append(Listener(what, _config(app, settings, lifespan=False),
+                                          sockets))
+    except ValueError:
+        for listener in listeners:
+            for sock in listener.sockets:
+                sock.close()
+        raise
+    return listeners
+
+
+def _limits(settings: Settings) -> Limits:
+    return Limits(
+        request_read_timeout=settings.request_read_timeout,
+        max_connections=settings.max_connections,
+        max_concurrent_requests=settings.max_concurrent_requests,
+        max_body_bytes=settings.max_body_bytes,
+        body_budget=BodyBudget(max(BODY_BUDGET_BYTES, settings.max_body_bytes)),
+    )
+
+
+def _log_runtime(settings: Settings, limits: Limits) -> None:
+    loop = type(asyncio.get_running_loop())
+    base = next(cls for cls in LimitedHttpToolsProtocol.__mro__
+                if cls.__module__.startswith("uvicorn."))
+    log.info("event loop %s.%s, HTTP protocol %s.%s on %s.%s (httptools)",
+             loop.__module__, loop.__qualname__, LimitedHttpToolsProtocol.__module__,
+             LimitedHttpToolsProtocol.__qualname__, base.__module__, base.__qualname__)
+    log.info("connections: request read timeout %s s, keep-alive timeout %s s, at most %d "
+             "connections and %d requests at once, %d bytes of request bodies at once, "
+             "shutdown grace period %s s", settings.request_read_timeout,
+             settings.keep_alive_timeout, settings.max_connections,
+             settings.max_concurrent_requests, limits.body_budget.limit,
+             settings.shutdown_grace_period)
+
+
+async def _every_second(listeners: list[Listener]) -> None:
+    while True:
+        for listener in listeners:
+            listener.tick()
+        await asyncio.sleep(1)
+
+
+class _Signals:
+    """SIGTERM and SIGINT: the first asks for a graceful stop, the second for an
+    immediate one."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.now = asyncio.Event()
+        self.received = ""
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(number, self._received, number)
+
+    def _received(self, number: int) -> None:
+        if self.stop.is_set():
+            log.warning("%s again: stopping now", signal.Signals(number).name)
+            self.now.set()
+        self.received = signal.Signals(number).name
+        self.stop.set()
+
+    def remove(self) -> None:
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(number)
+
+
+async def _drain(listener: Listener, deadline: float, now: asyncio.Event) -> None:
+    """Stop accepting, then wait for the connections to finish until `deadline`."""
+    listener.stop_accepting()
+    while listener.busy() and not now.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(now.wait(), min(remaining, 0.05))
+    if listener.busy():
+        log.warning("%d connections and %d requests still open at the end of the shutdown "
+                    "grace period: closed", len(listener.state.connections),
+                    len(listener.state.tasks))
+        listener.close_all()
 
 
 async def serve(settings: Settings, state: ClusterState) -> None:
-    """Serve until interrupted."""
+    """Serve until SIGTERM or SIGINT, then stop gracefully."""
     tls = serving_tls(settings)
-    files = tls.files
-    check_port_free(settings.host, settings.port)
-    config = uvicorn.Config(
-        create_app(settings, state),
-        host=settings.host,
-        port=settings.port,
-        ssl_certfile=str(files.cert_file),
-        ssl_keyfile=str(files.key_file),
-        log_level="info",
-        access_log=False,
-        lifespan="on",
-        http="httptools",
-        loop="none",
-    )
-    config.load()
-    config.ssl = tls.context
-    watcher = asyncio.create_task(tls.watch(), name="tls-reload")
+    service = create_service(settings, state)
+    listeners = _listeners(settings, service, tls)
+    webhooks, others = listeners[0], listeners[1:]
+    limits = _limits(settings)
+
+    def record_expiry() -> None:
+        service.metrics.certificate_expiry.set(tls.not_after.timestamp())
+
+    record_expiry()
+    background = [asyncio.create_task(tls.watch(on_reload=record_expiry), name="tls-reload"),
+                  asyncio.create_task(_every_second(listeners), name="date-header")]
+    signals = _Signals()
+    lifespan = LifespanOn(webhooks.config)
     try:
-        await uvicorn.Server(config).serve()
+        await lifespan.startup()
+        if lifespan.should_exit:
+            raise SystemExit(STARTUP_FAILURE)
+        _log_runtime(settings, limits)
+        for listener in listeners:
+            await listener.start(limits, lifespan.state if listener is webhooks else {},
+                                 settings.request_read_timeout)
+        await signals.stop.wait()
+        deadline = time.monotonic() + settings.shutdown_grace_period
+        service.begin_shutdown()
+        log.info("%s: not ready any more, no new connections; answering %d requests in "
+                 "flight within %s s", signals.received, len(webhooks.state.tasks),
+                 settings.shutdown_grace_period)
+        await _drain(webhooks, deadline, signals.now)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(deadline - time.monotonic(), 1.0)):
+                await lifespan.shutdown()
+        for listener in others:
+            listener.stop_accepting()
+            listener.close_all()
+        log.info("stopped")
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        signals.remove()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        for listener in listeners:
+            for sock in listener.sockets:
+                sock.close()
 
 
 def run_service(settings: Settings, state: ClusterState) -> None:
     """`serve` on uvloop until stopped: what the command line runs."""
     uvloop.run(serve(settings, state))
+

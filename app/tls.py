@@ -7,10 +7,12 @@ open keep theirs.
 """
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,9 +69,11 @@ def _still_good(files: ServingFiles) -> bool:
 
 
 def _server_context(files: ServingFiles, client_ca_file: Path | None) -> ssl.SSLContext:
-    """TLS 1.2 or later, the serving certificate, and client verification if asked."""
+    """TLS 1.2 or later, no renegotiation (a client could make the server redo costly
+    handshakes on one connection), the serving certificate, client verification if asked."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_RENEGOTIATION
     context.load_cert_chain(files.cert_file, files.key_file)
     if client_ca_file is not None:
         context.verify_mode = ssl.CERT_REQUIRED
@@ -127,6 +131,8 @@ class ReloadingTLS:
         )
         self._fingerprint = _fingerprint(self._watched)
         self._current = _server_context(files, client_ca_file)
+        self.not_after = load_certificate(files.cert_file).not_valid_after_utc
+        """When the certificate served to new connections expires."""
         self._refused: bytes | None = None
         self.context = _server_context(files, client_ca_file)
         self.context.sni_callback = self._choose_context
@@ -157,15 +163,19 @@ class ReloadingTLS:
             return False
         self._fingerprint = fingerprint
         self._current = context
+        with contextlib.suppress(OSError, ValueError):  # changed again: the next call sees it
+            self.not_after = load_certificate(self.files.cert_file).not_valid_after_utc
         log.info("serving certificate reloaded from %s: %s", self.files.cert_file,
                  describe_certificate(self.files.cert_file))
         return True
 
-    async def watch(self, interval: float = 1.0) -> None:
-        """Poll the files until cancelled."""
+    async def watch(self, interval: float = 1.0,
+                    on_reload: Callable[[], None] | None = None) -> None:
+        """Poll the files until cancelled; call `on_reload` after each reload."""
         while True:
             await asyncio.sleep(interval)
             try:
-                self.reload_if_changed()
+                if self.reload_if_changed() and on_reload is not None:
+                    on_reload()
             except Exception:  # the watcher must outlive any surprise
                 log.exception("checking the serving certificate files failed")

@@ -1,0 +1,257 @@
+"""The limits of one connection, in uvicorn's httptools protocol.
+
+uvicorn gives a keep-alive timeout, read flow control (a connection stops being read once
+64 KiB of its body wait for the app) and one `limit_concurrency` that counts connections
+and requests together. What a webhook on the API server's write path also needs is added
+here, in the protocol, where the bytes arrive:
+
+- a read deadline: a request's headers and whole body within `--request-read-timeout` of
+  its first byte (of the connection's opening, for its first request), else the connection
+  is closed; the TLS handshake has the same deadline (given to `create_server`);
+- caps answered with 503 rather than queued: open connections (`--max-connections`),
+  requests in progress (`--max-concurrent-requests`), and the memory of request bodies
+  being received (`BodyBudget`);
+- 414 for a URL longer than `MAX_URL_BYTES`, 431 for a header section larger than
+  `MAX_HEADER_BYTES` or with more than `MAX_HEADERS` fields; httptools itself has no limit.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httptools
+import orjson
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+log = logging.getLogger(__name__)
+
+MAX_URL_BYTES = 8 * 1024
+"""The request target, path and query (nginx's default buffer is 8 KiB as well)."""
+MAX_HEADER_BYTES = 64 * 1024
+"""The request line and every header field together."""
+MAX_HEADERS = 100
+"""Header fields in one request (Apache's LimitRequestFields)."""
+BODY_BUDGET_BYTES = 64 * 1024 * 1024
+"""Request bodies being received at once, all connections together (at least one body of
+the largest size --max-body-bytes allows): beyond, a request is answered 503."""
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
+                   Awaitable[None]]
+
+
+@dataclass
+class BodyBudget:
+    """Bytes of request bodies that may be held at once; a request reserves its
+    Content-Length (or the body limit, when the length is not given) before it is read."""
+
+    limit: int
+    in_use: int = 0
+
+    def reserve(self, size: int) -> bool:
+        if size and self.in_use + size > self.limit:
+            return False
+        self.in_use += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.in_use -= size
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What every connection of one listener is held to."""
+
+    request_read_timeout: float
+    max_connections: int
+    max_concurrent_requests: int
+    max_body_bytes: int
+    body_budget: BodyBudget = field(compare=False)
+    max_url_bytes: int = MAX_URL_BYTES
+    max_header_bytes: int = MAX_HEADER_BYTES
+    max_headers: int = MAX_HEADERS
+
+
+def unavailable(message: str) -> ASGIApp:
+    """An app that answers 503 with `message`, and closes the connection."""
+    body = orjson.dumps({"error": message})
+    start = {"type": "http.response.start", "status": 503,
+             "headers": [(b"content-type", b"application/json"),
+                         (b"content-length", str(len(body)).encode()),
+                         (b"retry-after", b"1"), (b"connection", b"close")]}
+
+    async def app(_scope: Scope, _receive: Callable[[], Awaitable[Message]],
+                  send: Callable[[Message], Awaitable[None]]) -> None:
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+class _Refused(Exception):
+    """Raised in a parser callback to stop parsing a request that is answered already."""
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a read deadline, connection, request and body
+    memory caps, and limits on the URL and the header section."""
+
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 limits: Limits, _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = limits
+        self._app: ASGIApp = self.app
+        self._too_many_connections = unavailable(
+            f"more than {limits.max_connections} open connections (--max-connections): "
+            "retry on another connection later")
+        self._too_many_requests = unavailable(
+            f"more than {limits.max_concurrent_requests} requests in progress "
+            "(--max-concurrent-requests): retry later")
+        self._bodies_too_large = unavailable(
+            f"request bodies being received hold {limits.body_budget.limit} bytes already: "
+            "retry later")
+        self._deadline: asyncio.TimerHandle | None = None
+        self._in_headers = False
+        self._header_bytes = 0
+        self._url_bytes = 0
+        self._header_count = 0
+        self._reserved = 0
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_deadline()
+        self._release_body()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """uvicorn's, plus the header section's size, counted before httptools buffers it."""
+        if self._refused:
+            return
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            if self._refused:
+                return
+            self._invalid()
+            return
+        except httptools.HttpParserError:
+            self._invalid()
+            return
+        except httptools.HttpParserUpgrade:
+            self._unsupported_upgrade_warning()
+            return
+        if self._in_headers:
+            self._header_bytes += len(data)
+            if self._header_bytes > self.limits.max_header_bytes:
+                self._refuse(431, f"the header section is larger than "
+                                  f"{self.limits.max_header_bytes} bytes")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_headers = True
+        self._header_bytes = self._url_bytes = self._header_count = 0
+        if self._deadline is None:
+            self._arm_deadline()
+
+    def on_url(self, url: bytes) -> None:
+        self._url_bytes += len(url)
+        if self._url_bytes > self.limits.max_url_bytes:
+            self._refuse(414, f"the URL is longer than {self.limits.max_url_bytes} bytes")
+            raise _Refused
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.limits.max_headers:
+            self._refuse(431, f"more than {self.limits.max_headers} header fields")
+            raise _Refused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        """Admit the request, or answer 503 naming the cap it is beyond."""
+        self._in_headers = False
+        self.app = self._admit()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm_deadline()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        self._release_body()
+        super().on_response_complete()
+
+    def _admit(self) -> ASGIApp:
+        if len(self.connections) > self.limits.max_connections:
+            return self._too_many_connections
+        if len(self.tasks) >= self.limits.max_concurrent_requests:
+            return self._too_many_requests
+        size = self._body_size()
+        if not self.limits.body_budget.reserve(size):
+            return self._bodies_too_large
+        self._reserved += size  # a pipelined request adds to the one before it
+        return self._app
+
+    def _body_size(self) -> int:
+        """The bytes this request's body may take: its Content-Length, 0 when that is over
+        the body limit (the app answers 413 without reading it), or the limit when the body
+        comes in chunks of unknown total."""
+        limit = self.limits.max_body_bytes
+        for name, value in self.headers:
+            if name == b"content-length":
+                size = int(value) if value.isdigit() else 0
+                return size if size <= limit else 0
+        chunked = any(name == b"transfer-encoding" for name, _ in self.headers)
+        return limit if chunked else 0
+
+    def _release_body(self) -> None:
+        self.limits.body_budget.release(self._reserved)
+        self._reserved = 0
+
+    def _arm_deadline(self) -> None:
+        self._deadline = self.loop.call_later(self.limits.request_read_timeout,
+                                              self._read_deadline_passed)
+
+    def _disarm_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _read_deadline_passed(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            log.debug("closed the connection from %s: a request was not received within "
+                      "%s s (--request-read-timeout)", _peer(self.client),
+                      self.limits.request_read_timeout)
+            self.transport.close()
+
+    def _invalid(self) -> None:
+        log.debug("closed the connection from %s: not a valid HTTP/1.1 request",
+                  _peer(self.client))
+        self._refuse(400, "not a valid HTTP/1.1 request")
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer `status` with `message` before the request reaches the app, and close."""
+        self._refused = True
+        self._disarm_deadline()
+        body = orjson.dumps({"error": message})
+        head = [STATUS_LINE[status]]
+        head.extend(b"%s: %s\r\n" % pair for pair in self.server_state.default_headers)
+        head.append(b"content-type: application/json\r\ncontent-length: %d\r\n"
+                    b"connection: close\r\n\r\n" % len(body))
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "an unknown peer"
