@@ -7,13 +7,18 @@ resources it is given (by default MigrationPolicies, VirtualMachineInstances, Na
 - WATCH the same path with `watch=1|true`: a chunked stream of newline-delimited
   ADDED/MODIFIED/DELETED events replayed from a bounded history after `resourceVersion`,
   BOOKMARK events when asked (`allowWatchBookmarks=true`), an ERROR event whose Status has
-  code 410 (reason Expired) when that resourceVersion has been compacted away, and an end
-  of stream after `timeoutSeconds`;
+  code 410 (reason Expired) when that resourceVersion has been compacted away, `504`
+  "Too large resource version" (cause ResourceVersionTooLarge) when it is ahead of the
+  server, BOOKMARKs every `bookmark_interval` seconds if set (the real server sends one
+  about once a minute), and an end of stream after `timeoutSeconds`;
 - GET one object; `Accept: ...;as=PartialObjectMetadata[List]` answers metadata only;
-- a bearer token is required (401 otherwise), errors are `Status` objects.
+- a bearer token is required (401 otherwise), errors are `Status` objects (a 403 worded as
+  the API server's RBAC authorizer words it).
 
 Tests change the cluster with `create`/`update`/`delete` and make faults with
-`cut_watches`, `compact`, `fail`, `holding_events`, `hold_gets`, `stop`/`start`/`restart`.
+`cut_watches`, `silence_watches`, `compact`, `restore`, `fail`, `holding_events`,
+`hold_gets`, `stop`/`start`/`restart`; `count` and `max_gets_in_flight` say what the
+client asked.
 Resource versions are one global counter, as etcd's are.
 
 To extend it: add a `Route` with `add_route`, or a `Resource` to the constructor; route
@@ -291,13 +296,21 @@ class KubeApiServer:
     def __init__(
         self, directory: Path, *, resources: Sequence[Resource] = RESOURCES,
         token: str = "fixture-token", history_limit: int = 10_000,
+        user: str = "system:serviceaccount:migration-policy-webhook:migration-policy-webhook",
     ) -> None:
         self.directory = directory
         self.token = token
+        self.user = user
+        """Who the token is, as 403 messages name it."""
         self.resources = tuple(resources)
         self.history_limit = history_limit
         self.expire_with_http_status = False
         """Answer a too old watch with HTTP 410 instead of a 200 stream with an ERROR event."""
+        self.too_large_as_event = False
+        """Answer a watch from a resourceVersion ahead of the server with a 200 stream and
+        an ERROR event instead of HTTP 504."""
+        self.bookmark_interval: float | None = None
+        """Seconds between the BOOKMARKs sent to every watch that asked for them."""
         self.port = 0
         self._cond = threading.Condition()
         self._rv = 1
@@ -309,6 +322,7 @@ class KubeApiServer:
         self._snapshot_ids = iter(range(1, 1 << 62))
         self._cut_generation = 0
         self._bookmark_generation = 0
+        self._silence_generation = 0
         self._held = False
         self._epoch = 0  # one per start; 0 while stopped
         self._epochs = iter(range(1, 1 << 62))
@@ -319,6 +333,9 @@ class KubeApiServer:
         self._connections: set[socket.socket] = set()
         self.bookmarks_sent = 0
         self.active_watches = 0
+        self.gets_in_flight = 0
+        self.max_gets_in_flight = 0
+        """The most GETs of single objects answered at the same time."""
         self.routes: list[Route] = []
         for resource in self.resources:
             self._add_resource_routes(resource)
@@ -528,6 +545,30 @@ class KubeApiServer:
             self._cut_generation += 1
             self._cond.notify_all()
 
+    def silence_watches(self) -> None:
+        """Every open watch stays open but sends nothing more, not even its end: a stuck
+        API server, or a connection half-open behind a load balancer. New watches work."""
+        with self._cond:
+            self._silence_generation += 1
+            self._cond.notify_all()
+
+    def restore(self, revisions: int) -> None:
+        """The API server comes back from an etcd backup `revisions` writes older (or the
+        client now reaches a replica that far behind): resourceVersions go back, so clients
+        that saw newer ones are ahead of the server (504 "Too large resource version");
+        the history is lost and open watches are cut. Objects keep their content."""
+        with self._cond:
+            self._rv = max(1, self._rv - revisions)
+            for objects in self._objects.values():
+                for key, obj in objects.items():
+                    if int(obj["metadata"]["resourceVersion"]) > self._rv:
+                        objects[key] = _with_metadata(obj, resourceVersion=str(self._rv))
+            self._history.clear()
+            self._compacted_rv = self._rv
+            self._snapshots.clear()
+            self._cut_generation += 1
+            self._cond.notify_all()
+
     def send_bookmark(self) -> None:
         """Send a BOOKMARK at the current resourceVersion to every watch that asked."""
         with self._cond:
@@ -556,6 +597,10 @@ class KubeApiServer:
     def fail(self, verb: str, resource: Resource, code: int = 503) -> None:
         """Answer every `verb` (list, watch, get) of `resource` with this error status."""
         self._faults[(verb, resource.plural)] = code
+
+    def count(self, verb: str | None = None, resource: Resource | None = None) -> int:
+        """How many requests of `verb` (list, watch, get) of `resource` were answered."""
+        return len(self.calls(verb, resource))
 
     def heal(self) -> None:
         self._faults.clear()
@@ -628,9 +673,10 @@ class KubeApiServer:
     def _collection_handler(self, resource: Resource) -> RouteHandler:
         def handle(request: Request) -> None:
             watch = request.query.get("watch") in ("1", "true")
-            fault = self._note("watch" if watch else "list", resource, request)
+            verb = "watch" if watch else "list"
+            fault = self._note(verb, resource, request)
             if fault:
-                request.send_status(fault, f"injected fault: {resource.plural} unavailable")
+                self._send_fault(request, fault, verb, resource)
             elif watch:
                 self._watch(request, resource)
             else:
@@ -640,20 +686,42 @@ class KubeApiServer:
     def _object_handler(self, resource: Resource) -> RouteHandler:
         def handle(request: Request) -> None:
             fault = self._note("get", resource, request)
-            self._gets_open.wait(30)
-            if fault:
-                request.send_status(fault, f"injected fault: {resource.plural} unavailable")
-                return
-            name = request.params["name"]
-            obj = self.get(resource, name, request.params.get("namespace", ""))
-            if obj is None:
-                request.send_json(404, object_status(404, resource, name, "not found"))
-                return
-            if request.metadata_only:
-                request.send_json(200, _partial(obj), _partial_type("PartialObjectMetadata"))
-            else:
-                request.send_json(200, obj)
+            with self._cond:
+                self.gets_in_flight += 1
+                self.max_gets_in_flight = max(self.max_gets_in_flight, self.gets_in_flight)
+            try:
+                self._gets_open.wait(30)
+                if fault:
+                    self._send_fault(request, fault, "get", resource)
+                else:
+                    self._get(request, resource)
+            finally:
+                with self._cond:
+                    self.gets_in_flight -= 1
         return handle
+
+    def _send_fault(self, request: Request, code: int, verb: str, resource: Resource) -> None:
+        if code != 403:
+            request.send_status(code, f"injected fault: {resource.plural} unavailable")
+            return
+        scope = (f'in the namespace "{request.params["namespace"]}"'
+                 if "namespace" in request.params else "at the cluster scope")
+        message = (f'{resource.group_resource} is forbidden: User "{self.user}" cannot {verb} '
+                   f'resource "{resource.plural}" in API group "{resource.group}" {scope}')
+        details = {"group": resource.group, "kind": resource.plural}
+        if "name" in request.params:
+            details["name"] = request.params["name"]
+        request.send_json(403, status(403, message, "Forbidden", details))
+
+    def _get(self, request: Request, resource: Resource) -> None:
+        name = request.params["name"]
+        obj = self.get(resource, name, request.params.get("namespace", ""))
+        if obj is None:
+            request.send_json(404, object_status(404, resource, name, "not found"))
+        elif request.metadata_only:
+            request.send_json(200, _partial(obj), _partial_type("PartialObjectMetadata"))
+        else:
+            request.send_json(200, obj)
 
     def _matching(self, resource: Resource, namespace: str | None) -> list[Object]:
         objects = self._objects[resource]
@@ -712,6 +780,7 @@ class KubeApiServer:
             epoch = self._epoch
             cut_generation = self._cut_generation
             bookmark_generation = self._bookmark_generation
+            silence_generation = self._silence_generation
             if since in ("", "0"):  # "any": the current objects, then changes
                 initial = [encode("ADDED", obj) for obj in self._matching(resource, namespace)]
                 cursor = self._rv
@@ -720,16 +789,27 @@ class KubeApiServer:
                 return
             else:
                 cursor = int(since)
-            too_old = cursor < self._compacted_rv
-            expired_message = f"too old resource version: {since} ({self._compacted_rv})"
-        if too_old and self.expire_with_http_status:
-            request.send_status(410, expired_message, "Expired")
+            refusal: Object | None = None
+            if cursor > self._rv:
+                # The real server first waits up to 3 s for its watch cache to catch up.
+                refusal = status(
+                    504, f"Too large resource version: {cursor}, current: {self._rv}",
+                    "Timeout", {"causes": [{"reason": "ResourceVersionTooLarge",
+                                            "message": "Too large resource version"}],
+                                "retryAfterSeconds": 1})
+            elif cursor < self._compacted_rv:
+                refusal = status(
+                    410, f"too old resource version: {since} ({self._compacted_rv})", "Expired")
+        as_event = (self.too_large_as_event if refusal and refusal["code"] == 504
+                    else not self.expire_with_http_status)
+        if refusal is not None and not as_event:
+            request.send_json(refusal["code"], refusal)
             return
         content_type = (_partial_type("PartialObjectMetadata") if request.metadata_only
                         else JSON)
         request.start_stream(content_type)
-        if too_old:
-            request.write_chunk(encode("ERROR", status(410, expired_message, "Expired")))
+        if refusal is not None:
+            request.write_chunk(encode("ERROR", refusal))
             request.end_stream()
             return
         for data in initial:
@@ -738,31 +818,40 @@ class KubeApiServer:
             self.active_watches += 1
         try:
             self._stream(request, resource, namespace, cursor, encode, deadline,
-                         (epoch, cut_generation), bookmark_generation if bookmarks else None)
+                         (epoch, cut_generation, silence_generation),
+                         bookmark_generation if bookmarks else None)
         finally:
             with self._cond:
                 self.active_watches -= 1
 
     def _stream(self, request: Request, resource: Resource, namespace: str | None,
                 cursor: int, encode: Callable[[str, Object], bytes], deadline: float,
-                generation: tuple[int, int], bookmark_generation: int | None) -> None:
+                generation: tuple[int, int, int], bookmark_generation: int | None) -> None:
+        interval = self.bookmark_interval if bookmark_generation is not None else None
+        next_bookmark = time.monotonic() + interval if interval else None
         while True:
             chunks: list[bytes] = []
             with self._cond:
                 while True:
-                    if (self._epoch, self._cut_generation) != generation:
+                    now = time.monotonic()
+                    wake = deadline if next_bookmark is None else min(deadline, next_bookmark)
+                    if (self._epoch, self._cut_generation) != generation[:2]:
                         action = "cut"
+                    elif self._silence_generation != generation[2]:
+                        self._cond.wait()  # silent until cut (or the server stops)
+                        continue
                     elif cursor < self._compacted_rv:  # fell behind compacted history
                         action = "expired"
                     elif not self._held and self._rv > cursor:
                         action = "events"
-                    elif (bookmark_generation is not None
-                          and bookmark_generation != self._bookmark_generation):
+                    elif ((bookmark_generation is not None
+                           and bookmark_generation != self._bookmark_generation)
+                          or (next_bookmark is not None and now >= next_bookmark)):
                         action = "bookmark"
-                    elif time.monotonic() >= deadline:
+                    elif now >= deadline:
                         action = "timeout"
                     else:
-                        self._cond.wait(max(0.0, deadline - time.monotonic()))
+                        self._cond.wait(max(0.0, wake - now))
                         continue
                     break
                 if action == "events":
@@ -775,6 +864,8 @@ class KubeApiServer:
                     cursor = self._rv
                 elif action == "bookmark":
                     bookmark_generation = self._bookmark_generation
+                    if next_bookmark is not None and interval:
+                        next_bookmark = time.monotonic() + interval
                     chunks.append(encode("BOOKMARK", {
                         "kind": resource.kind, "apiVersion": resource.api_version,
                         "metadata": {"resourceVersion": str(cursor)}}))

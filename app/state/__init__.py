@@ -3,6 +3,8 @@
 from collections.abc import Mapping
 from typing import Protocol
 
+from prometheus_client.registry import Collector
+
 from app.precedence import PolicyIndex
 
 
@@ -40,6 +42,18 @@ class ClusterState(Protocol):
 
     def namespace_labels(self, name: str) -> Mapping[str, str] | None:
         """The labels of a namespace, or None if there is none (may raise as vmi_labels)."""
+        ...
+
+    def staleness_warning(self) -> str | None:
+        """A short warning (under 120 characters) while the state may be out of date: its
+        source has not confirmed it for longer than `--max-staleness`; None otherwise.
+
+        Called on every mutation: answers from memory, in constant time.
+        """
+        ...
+
+    def collector(self) -> Collector:
+        """The state's own metrics (cache sizes, last sync, ...), read at scrape time."""
         ...
 
     async def start(self) -> None:

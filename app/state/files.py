@@ -8,6 +8,7 @@ and the last good snapshot stays in force.
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from app.policy import Policy, policy_from_object
 from app.policy_validation import KIND as POLICY_KIND
 from app.policy_validation import validate_policy
 from app.precedence import PolicyIndex, Precedence
+from app.state.metrics import StateCollector, StateFigures
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,7 @@ class DirectoryState:
         self._poll_interval = poll_interval
         self._fingerprint = _fingerprint(directory)
         self._snapshot = load_snapshot(directory, precedence)
+        self._loaded_at = time.time()
         self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
 
@@ -120,6 +123,20 @@ class DirectoryState:
     def namespace_labels(self, name: str) -> Mapping[str, str] | None:
         return self._snapshot.namespaces.get(name)
 
+    def staleness_warning(self) -> str | None:
+        """The files are the truth: they cannot be stale."""
+        return None
+
+    def collector(self) -> StateCollector:
+        return StateCollector(self._figures)
+
+    def _figures(self) -> StateFigures:
+        snapshot = self._snapshot
+        objects = {"migrationpolicies": len(snapshot.policies),
+                   "virtualmachineinstances": len(snapshot.vmis),
+                   "namespaces": len(snapshot.namespaces)}
+        return StateFigures(objects, dict.fromkeys(objects, self._loaded_at))
+
     def reload_if_changed(self) -> bool:
         """Reload if any file changed; True if a new snapshot is in force."""
         fingerprint = _fingerprint(self.directory)
@@ -134,6 +151,7 @@ class DirectoryState:
                       self.directory, error)
             return False
         self._snapshot = snapshot
+        self._loaded_at = time.time()
         self.last_error = None
         log.info("state %s reloaded: %d policies, %d VMIs, %d namespaces", self.directory,
                  len(snapshot.policies), len(snapshot.vmis), len(snapshot.namespaces))

@@ -3,12 +3,15 @@
 Three reflector threads (MigrationPolicies, VirtualMachineInstances, Namespaces) keep the
 stores current; a request reads them without calling the API. The state is ready once all
 three have listed, and stays ready while a watch reconnects (the last known state is the
-best answer a webhook that must not block migrations has).
+best answer a webhook that must not block migrations has). When the API has not confirmed
+a kind for longer than `max_staleness` (no list, event or bookmark), mutation answers say
+so in a warning, and the log says so once per episode.
 
 A VMI (or namespace) that is not in the cache, because it was created a moment ago and its
-watch event has not arrived, is fetched once directly with a short timeout. That GET would
-block the event loop, so on the event loop thread the lookup raises `WouldBlock` and the
-server runs the handler again in a worker thread; cache hits never leave the event loop.
+watch event has not arrived, is fetched directly, within the bounds of `DirectLookups`
+(single flight, negative cache, rate and concurrency limits, a 1 s deadline). That GET
+would block the event loop, so on the event loop thread the lookup raises `WouldBlock` and
+the server runs the handler again in a worker thread; cache hits never leave the loop.
 """
 
 import asyncio
@@ -19,10 +22,11 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import urllib3
+from prometheus_client.registry import Collector
 
 from app.precedence import PolicyIndex, Precedence
 from app.settings import Settings
-from app.state import LookupFailed, WouldBlock
+from app.state import LookupFailed
 from app.state.kube_api import (
     MIGRATION_POLICIES,
     NAMESPACES,
@@ -32,6 +36,8 @@ from app.state.kube_api import (
     Resource,
     TransportErrors,
 )
+from app.state.lookups import DirectLookups, LookupLimits
+from app.state.metrics import StateCollector, StateFigures, unix_time
 from app.state.reflector import Reflector
 from app.state.stores import LabelStore, PolicyStore, labels_of, name_key, namespaced_key
 
@@ -39,32 +45,43 @@ log = logging.getLogger(__name__)
 
 K = TypeVar("K")
 
+FRESHNESS_CHECK_SECONDS = 1.0
+"""How often the freshness of the cache is checked (and its warning made)."""
+
 
 class KubeState:
     """A ClusterState that follows the cluster through the Kubernetes API."""
 
     def __init__(
-        self, api: KubeApi, precedence: Precedence, *, lookup_timeout: float = 2.0,
-        page_size: int = 500,
+        self, api: KubeApi, precedence: Precedence, *, page_size: int = 500,
+        watch_idle_timeout: float = 90.0, max_staleness: float = 300.0,
+        lookup_limits: LookupLimits | None = None,
     ) -> None:
         self._api = api
-        self._lookup_timeout = lookup_timeout
+        self._max_staleness = max_staleness
         self._stop = threading.Event()
         self._policies = PolicyStore(precedence)
         self._vmis: LabelStore[tuple[str, str]] = LabelStore(namespaced_key)
         self._namespaces: LabelStore[str] = LabelStore(name_key)
         self._reflectors = [
-            Reflector(api, resource, store, self._stop, page_size=page_size)
+            Reflector(api, resource, store, self._stop, page_size=page_size,
+                      idle_timeout=watch_idle_timeout)
             for resource, store in ((MIGRATION_POLICIES, self._policies),
                                     (VIRTUAL_MACHINE_INSTANCES, self._vmis),
                                     (NAMESPACES, self._namespaces))
         ]
+        self._lookups = DirectLookups((VIRTUAL_MACHINE_INSTANCES.plural, NAMESPACES.plural),
+                                      lookup_limits)
         self._threads: list[threading.Thread] = []
+        self._started_at = time.monotonic()
+        self._stale: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "KubeState":
         """Configured from `--kubeconfig`, or in-cluster; raises KubeConfigError."""
-        return cls(KubeApi.from_kubeconfig(settings.kubeconfig), settings.precedence)
+        return cls(KubeApi.from_kubeconfig(settings.kubeconfig), settings.precedence,
+                   watch_idle_timeout=settings.watch_idle_timeout,
+                   max_staleness=settings.max_staleness)
 
     @property
     def policies(self) -> PolicyIndex:
@@ -73,10 +90,27 @@ class KubeState:
     def is_ready(self) -> bool:
         return all(reflector.synced.is_set() for reflector in self._reflectors)
 
+    def staleness_warning(self) -> str | None:
+        """Set by the freshness check, so a request pays one attribute read."""
+        return self._stale
+
     def counts(self) -> dict[str, int]:
         """How many objects of each kind the cache holds."""
         return {"migrationpolicies": len(self._policies),
                 "virtualmachineinstances": len(self._vmis), "namespaces": len(self._namespaces)}
+
+    def collector(self) -> Collector:
+        return StateCollector(self._figures)
+
+    def _figures(self) -> StateFigures:
+        return StateFigures(
+            objects=self.counts(),
+            last_sync={reflector.name: unix_time(reflector.confirmed_at)
+                       for reflector in self._reflectors},
+            watch_restarts={(reflector.name, reason): count for reflector in self._reflectors
+                            for reason, count in reflector.restarts.items()},
+            direct_gets=self._lookups.counts(),
+        )
 
     def vmi_labels(self, namespace: str, name: str) -> Mapping[str, str] | None:
         key = (namespace, name)
@@ -95,15 +129,22 @@ class KubeState:
         self, store: LabelStore[K], key: K, resource: Resource, name: str,
         namespace: str | None = None,
     ) -> Mapping[str, str] | None:
-        """One direct GET of an object the cache does not have; None if it is not there."""
-        if _on_event_loop():
-            raise WouldBlock(f"{resource.plural} {_show(name, namespace)} is not cached")
+        """A bounded direct GET of an object the cache does not have; None if it is not there."""
+        return self._lookups.look_up(
+            resource.plural, key,
+            lambda timeout: self._get(store, key, resource, name, namespace, timeout),
+            on_loop=_on_event_loop(), what=f"{resource.plural} {_show(name, namespace)}")
+
+    def _get(
+        self, store: LabelStore[K], key: K, resource: Resource, name: str,
+        namespace: str | None, timeout: float,
+    ) -> Mapping[str, str] | None:
+        """One GET; what it finds is remembered by the store until the watch catches up."""
         path = resource.object_path(name, namespace)
         token = store.begin_lookup(key)
         try:
             obj: Mapping[str, Any] = self._api.get_json(
-                path, accept=resource.object_accept,
-                timeout=urllib3.Timeout(total=self._lookup_timeout))
+                path, accept=resource.object_accept, timeout=urllib3.Timeout(total=timeout))
         except ApiError as error:
             if error.code == 404:
                 return None
@@ -111,7 +152,7 @@ class KubeState:
             raise LookupFailed(f"the API answered {error.code}") from error
         except TransportErrors as error:
             log.warning("GET %s failed: %s", path, error)
-            raise LookupFailed(f"the API did not answer: {type(error).__name__}") from error
+            raise LookupFailed(f"the API did not answer {_why(error, timeout)}") from error
         else:
             labels = labels_of(obj)
             store.remember(key, labels, token)
@@ -121,10 +162,36 @@ class KubeState:
                  _show(name, namespace))
         return labels
 
+    def check_freshness(self) -> None:
+        """Make the staleness warning current; log when an episode begins and ends."""
+        now = time.monotonic()
+        ages = {reflector.name: now - (reflector.confirmed_at or self._started_at)
+                for reflector in self._reflectors}
+        stale = sorted(name for name, age in ages.items() if age > self._max_staleness)
+        if not stale:
+            if self._stale is not None:
+                log.info("cluster state fresh again: the API has confirmed every kind within "
+                         "the last %g s", self._max_staleness)
+                self._stale = None
+            return
+        oldest = max(ages[name] for name in stale)
+        warning = (f"cluster state may be stale: no news from the API for {oldest:.0f} s "
+                   f"({', '.join(stale)})")
+        if self._stale is None:
+            log.warning("%s; the limit is %g s (--max-staleness): decisions use the last "
+                        "known policies and labels", warning, self._max_staleness)
+        self._stale = warning
+
+    def _watch_freshness(self) -> None:
+        while not self._stop.wait(FRESHNESS_CHECK_SECONDS):
+            self.check_freshness()
+
     async def start(self) -> None:
-        for reflector in self._reflectors:
-            thread = threading.Thread(target=reflector.run, name=f"watch-{reflector.name}",
-                                      daemon=True)
+        self._started_at = time.monotonic()
+        bodies = [(reflector.run, f"watch-{reflector.name}") for reflector in self._reflectors]
+        bodies.append((self._watch_freshness, "state-freshness"))
+        for body, name in bodies:
+            thread = threading.Thread(target=body, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -147,6 +214,12 @@ def _on_event_loop() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def _why(error: Exception, timeout: float) -> str:
+    timed_out = (isinstance(error, urllib3.exceptions.TimeoutError)
+                 and not isinstance(error, urllib3.exceptions.NewConnectionError))
+    return f"within {timeout:g} s" if timed_out else f"({type(error).__name__})"
 
 
 def _show(name: str, namespace: str | None) -> str:

@@ -8,6 +8,7 @@ client's generated models are slow to build for many objects and because the gen
 """
 
 import logging
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,13 @@ METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v
 METADATA_OBJECT = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 
 USER_AGENT = "migration-policy-webhook"
+
+# TCP keepalive on every API connection, so a peer that vanished (a node or load balancer
+# gone without a reset) is noticed by the kernel: probed after 30 s idle, dropped after
+# 3 unanswered probes 10 s apart. Kept with urllib3's default (no Nagle delay).
+KEEPALIVE_IDLE_SECONDS = 30
+KEEPALIVE_INTERVAL_SECONDS = 10
+KEEPALIVE_PROBES = 3
 
 # What a failed request can raise besides ApiError: transport errors, and a body that is
 # not JSON.
@@ -84,23 +92,42 @@ NAMESPACES = Resource("", "v1", "namespaces", namespaced=False, metadata_only=Tr
 class ApiError(Exception):
     """The API server answered with an error status."""
 
-    def __init__(self, code: int, reason: str, message: str) -> None:
+    def __init__(self, code: int, reason: str, message: str,
+                 causes: Sequence[str] = ()) -> None:
         super().__init__(f"{code} {reason}: {message}" if message else f"{code} {reason}")
         self.code = code
         self.reason = reason
         self.message = message
+        self.causes = tuple(causes)
+        """The `reason` of each of the Status's `details.causes`."""
 
     @property
     def expired(self) -> bool:
         """410 Gone: the resourceVersion or continue token is too old; list again."""
         return self.code == 410 or self.reason in ("Expired", "Gone")
 
+    @property
+    def too_large_resource_version(self) -> bool:
+        """The resourceVersion asked for is ahead of the server (an etcd restore, a lagging
+        API server replica): 504 with cause ResourceVersionTooLarge; list from scratch."""
+        return ("ResourceVersionTooLarge" in self.causes
+                or "too large resource version" in self.message.lower())
+
+    @property
+    def refused(self) -> bool:
+        """401 or 403: the credentials or the RBAC permissions are wrong."""
+        return self.code in (401, 403)
+
     @classmethod
     def from_status(cls, status: Mapping[str, Any], http_code: int = 0) -> "ApiError":
         """From a `Status` object (an error body, or the object of a watch ERROR event)."""
         code = status.get("code")
+        details = status.get("details")
+        causes = details.get("causes") if isinstance(details, dict) else None
         return cls(code if isinstance(code, int) else http_code,
-                   str(status.get("reason") or ""), str(status.get("message") or ""))
+                   str(status.get("reason") or ""), str(status.get("message") or ""),
+                   [str(cause.get("reason") or "") for cause in causes or ()
+                    if isinstance(cause, dict)])
 
     @classmethod
     def from_response(cls, code: int, reason: str, body: bytes) -> "ApiError":
@@ -113,6 +140,30 @@ class ApiError(Exception):
             error.code = code
             return error
         return cls(code, reason, body[:200].decode(errors="replace"))
+
+
+def refusal(error: ApiError, verb: str, resource: Resource) -> str:
+    """What a 401 or 403 means for the operator: the credentials, or the RBAC rule missing."""
+    if error.code == 401:
+        return (f"the API server does not accept the webhook's credentials ({error}): check "
+                "the service account token, or the user of --kubeconfig")
+    group = f'API group "{resource.group}"' if resource.group else 'the core API group ("")'
+    scope = "in every namespace" if resource.namespaced else "(cluster-scoped)"
+    return (f"permission missing: verb {verb!r} on resource {resource.plural!r} in {group} "
+            f"{scope}: grant the webhook's service account a ClusterRole with verbs get, "
+            f"list, watch on it; the API server said: {error.message or error}")
+
+
+def keepalive_socket_options() -> list[tuple[int, int, int]]:
+    """urllib3 socket options: its defaults plus TCP keepalive (where the platform has it)."""
+    options = list(urllib3.connection.HTTPConnection.default_socket_options)
+    options.append((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1))
+    for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE_SECONDS),
+                        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_SECONDS),
+                        ("TCP_KEEPCNT", KEEPALIVE_PROBES)):
+        if hasattr(socket, name):
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    return options
 
 
 class KubeApi:
@@ -141,7 +192,11 @@ class KubeApi:
         # The pool must hold the three watches and the direct lookups at once.
         configuration.connection_pool_maxsize = max(
             configuration.connection_pool_maxsize or 0, 8)
-        return cls(ApiClient(configuration))
+        api_client = ApiClient(configuration)
+        # Set on the pool manager itself: older clients have no Configuration.socket_options.
+        api_client.rest_client.pool_manager.connection_pool_kw["socket_options"] = (
+            keepalive_socket_options())
+        return cls(api_client)
 
     def _headers(self, accept: str) -> dict[str, str]:
         headers = {"Accept": accept, "User-Agent": USER_AGENT}
