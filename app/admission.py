@@ -13,12 +13,20 @@ from typing import Any, Literal, NamedTuple, NotRequired, TypedDict
 
 import orjson
 
-from app.findings import Findings
+from app.findings import MAX_WARNING_LENGTH, Findings
 from app.json_values import OutOfRangeNumber
 
 REVIEW_API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 REVIEW_KIND = "AdmissionReview"
 
+
+MAX_UID_LENGTH = 256
+MAX_NAME_LENGTH = 253
+"""The longest object name Kubernetes has (a DNS subdomain); longer ones are cut in answers."""
+MAX_WARNINGS = 64
+MAX_PATCH_LENGTH = 128 * 1024
+"""A larger patch (tens of thousands of stale annotations) is not sent: the answer stays
+under 256 KiB, and the migration goes through unchanged with a warning."""
 
 _MANIFEST_HINT = (" (the webhooks take an AdmissionReview, in JSON, as in samples/reviews/; "
                   "to check a manifest, run: migration-policy-webhook lint FILE)")
@@ -121,6 +129,9 @@ def parse_review(body: bytes) -> AdmissionRequest:
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
         raise ReviewError("request.uid is missing: it must be a non-empty string")
+    if len(uid) > MAX_UID_LENGTH:
+        raise ReviewError(f"request.uid is {len(uid)} characters long: a uid the API server "
+                          f"sends has 36, this webhook takes at most {MAX_UID_LENGTH}")
     try:
         return _request(api_version, uid, request)
     except ValueError as error:
@@ -199,8 +210,18 @@ def _shown(value: Any) -> str:
 def allowed(uid: str, warnings: Sequence[str] = ()) -> AdmissionResponse:
     response: AdmissionResponse = {"uid": uid, "allowed": True}
     if warnings:
-        response["warnings"] = list(warnings)
+        response["warnings"] = _bounded(warnings)
     return response
+
+
+def _bounded(warnings: Sequence[str]) -> list[str]:
+    """Warnings as the API server keeps them: each under 120 characters, a bounded number."""
+    kept = [warning if len(warning) <= MAX_WARNING_LENGTH
+            else warning[: MAX_WARNING_LENGTH - 3] + "..."
+            for warning in warnings[:MAX_WARNINGS]]
+    if len(warnings) > MAX_WARNINGS:
+        kept.append(f"{len(warnings) - MAX_WARNINGS} more warnings not shown")
+    return kept
 
 
 def denied(uid: str, *, code: int, reason: str, message: str) -> AdmissionResponse:
@@ -215,7 +236,7 @@ def invalid(
 ) -> AdmissionResponse:
     """A 422 Invalid refusal with one cause per problem, as kubectl prints them."""
     details = StatusDetails(
-        name=name,
+        name=name[:MAX_NAME_LENGTH],
         group=group,
         kind=kind,
         causes=[
@@ -230,7 +251,7 @@ def invalid(
         status=Status(code=422, reason="Invalid", message=findings.summary(), details=details),
     )
     if findings.warnings:
-        response["warnings"] = list(findings.warnings)
+        response["warnings"] = _bounded(findings.warnings)
     return response
 
 
@@ -242,10 +263,15 @@ def patched(
     audit: Mapping[str, str] | None = None,
 ) -> AdmissionResponse:
     """Allowed, with a JSONPatch when there is anything to change."""
+    encoded = base64.b64encode(orjson.dumps(patch)).decode() if patch else ""
+    if len(encoded) > MAX_PATCH_LENGTH:
+        return allowed(uid, [*warnings, f"no migration policy applied: the patch would take "
+                                        f"{len(patch)} operations, {len(encoded)} bytes: "
+                                        "remove stale annotations first"])
     response = allowed(uid, warnings)
-    if patch:
+    if encoded:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(orjson.dumps(patch)).decode()
+        response["patch"] = encoded
     if audit:
         response["auditAnnotations"] = dict(audit)
     return response
