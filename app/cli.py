@@ -3,7 +3,7 @@
 import argparse
 import base64
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,8 @@ from app.webhooks import (
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2
+ONE_SHOT_LOG_LEVEL = LogLevel.WARNING
+"""The commands that print an answer log only what is wrong: progress would bury it."""
 
 
 def _setting(parser: argparse.ArgumentParser, flag: str, help: str, *,
@@ -222,27 +224,10 @@ def run_review(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if response["allowed"] else EXIT_INVALID
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "certs":
-        defaults = Settings()
-        configure_logging(defaults.logging_format, defaults.log_level)
-        return run_certs(args)
+def guarded(command: Callable[[], int]) -> int:
+    """Run a command; a usage mistake is one message on stderr and exit 2, no traceback."""
     try:
-        settings = settings_from(args)
-        configure_logging(settings.logging_format, settings.log_level)
-        if args.command == "lint":
-            return lint_files(args.files, settings, Output(args.output))
-        if args.command == "review":
-            return run_review(args, settings)
-        if args.command == "explain":
-            return run_explain(settings, vmi=args.vmi, namespace=args.namespace,
-                               vmi_labels=args.vmi_labels,
-                               namespace_labels=args.namespace_labels, output=Output(args.output))
-        if args.command == "audit":
-            return run_audit(settings, Output(args.output))
-        state = open_state(settings)
-        run_service(settings, state)
+        return command()
     except ValidationError as error:
         for problem in error.errors():
             field = "--" + "-".join(str(part) for part in problem["loc"]).replace("_", "-")
@@ -255,5 +240,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        pass
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return guarded(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "certs":
+        defaults = Settings()
+        configure_logging(defaults.logging_format, defaults.log_level)
+        return run_certs(args)
+    settings = settings_from(args)
+    configure_logging(settings.logging_format,
+                      settings.log_level if args.command == "serve" else ONE_SHOT_LOG_LEVEL)
+    if args.command == "lint":
+        return lint_files(args.files, settings, Output(args.output))
+    if args.command == "review":
+        return run_review(args, settings)
+    if args.command == "explain":
+        return run_explain(settings, vmi=args.vmi, namespace=args.namespace,
+                           vmi_labels=args.vmi_labels, namespace_labels=args.namespace_labels,
+                           output=Output(args.output))
+    if args.command == "audit":
+        return run_audit(settings, Output(args.output))
+    run_service(settings, open_state(settings))
     return 0

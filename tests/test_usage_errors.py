@@ -76,7 +76,7 @@ def test_unknown_feature_gate_without_pydantic_words() -> None:
         ("POST", "/validate", 404, "no such path /validate: "),
         ("POST", "/validate-migrationpolicy/", 404, "no such path /validate-migrationpolicy/: "),
         ("GET", "/validate-migrationpolicy", 405,
-         "GET is not allowed on /validate-migrationpolicy: "),
+         "only POST is allowed on /validate-migrationpolicy: "),
     ],
 )
 def test_wrong_path_or_method_lists_the_endpoints(
