@@ -119,12 +119,6 @@ def test_escape_leaves_printable_text_alone() -> None:
     assert escape("\x00\x7f\x85\t") == "\\x00\\x7f\\x85\\t"
 
 
-UVICORN_LOGS_ITS_OWN_WAY = pytest.mark.xfail(
-    reason="app/serve.py still gives uvicorn its own log config: it needs "
-           "uvicorn.Config(log_config=None, log_level=None) so uvicorn's lines reach ours")
-
-
-@UVICORN_LOGS_ITS_OWN_WAY
 def test_serve_logs_json_lines_from_start_to_stop(tmp_path: Path) -> None:
     service = start_service(tmp_path, ["--logging-format", "json"])
     stop_service(service)
@@ -137,7 +131,6 @@ def test_serve_logs_json_lines_from_start_to_stop(tmp_path: Path) -> None:
     assert any(logger.startswith("uvicorn") for logger in loggers)
 
 
-@UVICORN_LOGS_ITS_OWN_WAY
 def test_serve_log_level_warning_hides_the_startup_lines(tmp_path: Path) -> None:
     service = start_service(tmp_path, ["--log-level", "warning"])
     stop_service(service)
