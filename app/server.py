@@ -89,9 +89,7 @@ def create_service(settings: Settings, state: ClusterState) -> Service:
     handlers = build_handlers(settings, state)
     metrics = Metrics(tuple(handlers))
     review_log = ReviewLog(settings.logging_format)
-    collector = getattr(state, "collector", None)  # TODO(lead): until the state has it
-    if collector is not None:
-        metrics.registry.register(collector())
+    metrics.registry.register(state.collector())
     readiness = Readiness(state)
 
     @asynccontextmanager

@@ -160,8 +160,7 @@ class MigrationStamper:
         policy = self.state.policies.winner(vmi_labels, ns_labels)
         patch = stamp_patch(migration, policy, self.settings.annotation_prefix)
         audit = {POLICY_ANNOTATION: policy.name} if policy is not None else None
-        staleness = getattr(self.state, "staleness_warning", None)  # TODO(lead): remove
-        stale = staleness() if staleness is not None else None
+        stale = self.state.staleness_warning()
         return patched(request.uid, patch, audit=audit, warnings=(stale,) if stale else ())
 
     def errored(self, request: AdmissionRequest) -> AdmissionResponse:
