@@ -1,10 +1,11 @@
 """The Dockerfile, checked without a Docker engine: its instructions parsed, hadolint run on
-it, and the wheel the builder stage makes built from exactly the context .dockerignore
-lets through."""
+it, the dependencies installed from the hashed lock, and the wheel the builder stage makes
+built from exactly the context .dockerignore lets through."""
 
 import fnmatch
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -22,7 +23,10 @@ from app.cli import build_parser
 
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
+LOCK = "requirements.lock"
 CONSOLE_SCRIPT = "migration-policy-webhook"
+# A Python patch release on a named Debian suite: the same tag builds the same base.
+PINNED_SLIM_PYTHON = re.compile(r"python:(?P<minor>3\.11)\.[0-9]+-slim-[a-z]+")
 
 
 @dataclass(frozen=True)
@@ -77,13 +81,41 @@ def only(stage: list[Instruction], keyword: str) -> Instruction:
     return found[-1]
 
 
-def test_multi_stage_on_slim_python() -> None:
+def test_multi_stage_on_one_pinned_slim_python() -> None:
     all_stages = stages()
     assert len(all_stages) >= 2
     bases = [stage[0].arguments.split() for stage in all_stages]
-    assert bases[0] == ["python:3.11-slim", "AS", "builder"]
-    assert bases[-1] == ["python:3.11-slim"]
-    assert all(base[0].endswith("-slim") for base in bases)
+    assert bases[0][1:] == ["AS", "builder"]
+    assert len(bases[-1]) == 1
+    images = {base[0] for base in bases}
+    assert len(images) == 1, f"the stages build on different images: {sorted(images)}"
+    [image] = images
+    pinned = PINNED_SLIM_PYTHON.fullmatch(image)
+    assert pinned, f"{image}: pin a patch release and suite, e.g. python:3.11.15-slim-trixie"
+    # The Python the lock was resolved for.
+    assert f"--python-version {pinned['minor']}" in (REPO / LOCK).read_text().splitlines()[1]
+
+
+def run_words(stage: list[Instruction]) -> list[list[str]]:
+    """Each command of the stage's RUN instructions, split into words."""
+    return [shlex.split(command) for i in stage if i.keyword == "RUN"
+            for command in i.arguments.split("&&")]
+
+
+def test_the_builder_installs_the_hashed_lock_then_the_wheel_alone() -> None:
+    builder = stages()[0]
+    copied = [i.arguments.split()[:-1] for i in builder if i.keyword == "COPY"]
+    assert copied[0] == [LOCK], "the lock is copied first, so its layer outlives app changes"
+    installs = [words for words in run_words(builder) if "install" in words]
+    assert installs, "the builder installs nothing"
+    locked, wheel = installs
+    assert locked[:2] == ["/opt/venv/bin/pip", "install"]
+    assert "--require-hashes" in locked
+    assert locked[locked.index("-r") + 1] == LOCK
+    assert wheel[:2] == ["/opt/venv/bin/pip", "install"]
+    assert "--no-deps" in wheel, "the wheel's dependencies come from the lock alone"
+    assert wheel[-1] == "/wheels/*.whl"
+    assert LOCK in docker_context(REPO)
 
 
 def test_final_stage_takes_only_the_virtualenv_from_the_builder() -> None:
@@ -132,9 +164,10 @@ def test_entrypoint_is_the_console_script_and_cmd_serves_the_cluster() -> None:
 def test_exposed_port_is_the_serving_port() -> None:
     exposed = int(only(final_stage(), "EXPOSE").arguments)
     assert exposed == build_parser().parse_args(["serve"]).port == 8443
-    deployment = yaml.safe_load((REPO / "manifests" / "deployment.yaml").read_text())
+    deployment = yaml.safe_load((REPO / "manifests" / "base" / "deployment.yaml").read_text())
     [container] = deployment["spec"]["template"]["spec"]["containers"]
-    assert [port["containerPort"] for port in container["ports"]] == [exposed]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports["https"] == exposed
 
 
 def hadolint() -> str | None:
