@@ -5,11 +5,12 @@ Runs alone (`python bench/in_process.py`) or as the first section of `bench/run.
 """
 
 import argparse
+import copy
 import gc
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import cluster
 import orjson
@@ -26,7 +27,8 @@ T = TypeVar("T")
 
 @dataclass
 class MemoryState:
-    """A ClusterState over generated objects, as the live state holds them (labels only)."""
+    """What the handlers read of a ClusterState, over generated objects (labels only, as the
+    live state keeps them); always ready and fresh."""
 
     policies: PolicyIndex
     vmis: dict[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
@@ -41,11 +43,8 @@ class MemoryState:
     def namespace_labels(self, name: str) -> Mapping[str, str] | None:
         return self.namespaces.get(name)
 
-    async def start(self) -> None:
-        """Nothing to follow."""
-
-    async def stop(self) -> None:
-        """Nothing to stop."""
+    def staleness_warning(self) -> str | None:
+        return None
 
 
 def memory_state(settings: Settings, *, policies: int, vmis: int,
@@ -91,13 +90,16 @@ def rows(*, number: int, policies: tuple[int, ...], vmis: int,
     policy_request = parse_review(policy_body)
     reference = policy_request.object
     assert reference is not None
-    small = memory_state(settings, policies=10, vmis=0, namespaces=0)
+    small = memory_state(settings, policies=policies[0], vmis=0, namespaces=namespaces)
     validator = PolicyValidator(settings, small)
+    mistakes = five_mistakes(reference)
     found: list[tuple[str, float]] = [
         ("orjson.loads of the policy review", best_us(lambda: orjson.loads(policy_body), number)),
         ("parse_review of the policy review", best_us(lambda: parse_review(policy_body), number)),
         ("validate_policy, the reference policy", best_us(lambda: validate_policy(reference),
                                                           number)),
+        ("validate_policy, the same with five mistakes",
+         best_us(lambda: validate_policy(mistakes), number)),
         ("validate: parse + PolicyValidator + encode",
          best_us(lambda: _answer(validator, policy_body), number)),
     ]
@@ -110,6 +112,19 @@ def rows(*, number: int, policies: tuple[int, ...], vmis: int,
         del state
         gc.unfreeze()
     return found
+
+
+def five_mistakes(policy: dict[str, Any]) -> dict[str, Any]:
+    """The reference policy with five mistakes: a denial and its messages cost more."""
+    wrong = copy.deepcopy(policy)
+    wrong["metadata"]["name"] = "Five_Mistakes"
+    spec = wrong["spec"]
+    spec["bandwidthPerMigration"] = "-1Gi"
+    spec["completionTimeoutPerGiB"] = "23"
+    spec["bandwithPerMigration"] = "1Gi"
+    spec["selectors"]["namespaceSelector"]["hpc-workloads"] = True
+    assert len(validate_policy(wrong).causes) == 5, validate_policy(wrong).causes
+    return wrong
 
 
 def _mutate_rows(state: MemoryState, stamper: MigrationStamper, bodies: list[bytes],

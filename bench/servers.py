@@ -60,6 +60,11 @@ class Server:
     def log(self) -> str:
         return self.log_file.read_text(errors="replace")
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU time of the process (all its threads) so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.process.terminate()
         try:

@@ -8,6 +8,7 @@
 // The bodies come from -body, one JSON document per line, used in turn. An answer that is
 // not HTTP 200, a transport error and a request slower than -timeout are failures; the
 // percentiles are over every request, a failure counting as the time it took to fail.
+// Answers that allow the request, and those that carry a patch, are counted too.
 // Standard library only, so it builds offline.
 package main
 
@@ -33,6 +34,7 @@ import (
 type result struct {
 	latency time.Duration
 	ok      bool
+	allowed bool
 	patched bool
 }
 
@@ -40,6 +42,7 @@ type summary struct {
 	Requests int     `json:"requests"`
 	Failures int     `json:"failures"`
 	Timeouts int     `json:"timeouts"`
+	Allowed  int     `json:"allowed"`
 	Patched  int     `json:"patched"`
 	Seconds  float64 `json:"seconds"`
 	RPS      float64 `json:"rps"`
@@ -47,6 +50,7 @@ type summary struct {
 	P99ms    float64 `json:"p99_ms"`
 	MaxMs    float64 `json:"max_ms"`
 	Late     int     `json:"late"`
+	Warmup   int     `json:"warmup_requests"`
 	Error    string  `json:"first_error,omitempty"`
 }
 
@@ -62,7 +66,10 @@ type target struct {
 	timeouts atomic.Int64
 }
 
-var patchMarker = []byte(`"patch"`)
+var (
+	allowedMarker = []byte(`"allowed":true`)
+	patchMarker   = []byte(`"patch"`)
+)
 
 // send posts the next body; scheduled is when the request was due.
 func (t *target) send(ctx context.Context, scheduled time.Time) result {
@@ -93,7 +100,8 @@ func (t *target) send(ctx context.Context, scheduled time.Time) result {
 		t.note(fmt.Sprintf("HTTP %d: %.200s", resp.StatusCode, answer))
 		return result{latency: latency}
 	}
-	return result{latency: latency, ok: true, patched: bytes.Contains(answer, patchMarker)}
+	return result{latency: latency, ok: true, allowed: bytes.Contains(answer, allowedMarker),
+		patched: bytes.Contains(answer, patchMarker)}
 }
 
 func (t *target) note(message string) {
@@ -181,6 +189,9 @@ func summarize(results []result, elapsed time.Duration, late int, t *target) sum
 		if !r.ok {
 			s.Failures++
 		}
+		if r.allowed {
+			s.Allowed++
+		}
 		if r.patched {
 			s.Patched++
 		}
@@ -261,10 +272,12 @@ func main() {
 	t := &target{client: &http.Client{Transport: transport}, url: *url, bodies: bodies,
 		timeout: *timeout}
 
+	warmed := 0
 	if *warmup > 0 && *rate > 0 {
-		openLoop(t, *rate, time.Now(), *warmup)
+		results, _ := openLoop(t, *rate, time.Now(), *warmup)
+		warmed = len(results)
 	} else if *warmup > 0 {
-		closedLoop(t, *connections, time.Now().Add(*warmup))
+		warmed = len(closedLoop(t, *connections, time.Now().Add(*warmup)))
 	}
 	if *warmup > 0 {
 		t.firstErr = ""
@@ -282,6 +295,8 @@ func main() {
 	if *rate > 0 {
 		elapsed = *duration // the offered window; stragglers do not dilute the rate
 	}
-	line, _ := json.Marshal(summarize(results, elapsed, late, t))
+	s := summarize(results, elapsed, late, t)
+	s.Warmup = warmed
+	line, _ := json.Marshal(s)
 	fmt.Println(string(line))
 }

@@ -1,0 +1,339 @@
+"""The benchmark of issue 9: the service side by side with the floor, over TLS, one run.
+
+`make bench` runs it; it prints figures and a table against the issue's targets, and exits 0
+whatever they are. The floor (bench/floor.py) and the service run one after the other, each
+alone on CPU 1; the Go load generator (bench/loadgen/main.go, GOMAXPROCS=1) and this script
+run on CPU 0 (where `taskset` exists). The cluster state for the service is the API stand-in
+tests/kubeapi.py, in this process, read by `serve --state kube --kubeconfig`; see
+docs/benchmarks.md for the method.
+"""
+
+import argparse
+import datetime
+import gc
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import cluster
+import in_process
+import loadgen
+import servers
+
+sys.path.append(str(cluster.REPO / "tests"))
+
+from kubeapi import MIGRATION_POLICIES, NAMESPACES, VMIS, KubeApiServer
+
+from app.tls import ensure_dev_certificates
+from app.webhooks import MUTATE_PATH, VALIDATE_PATH
+
+Result = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Plan:
+    seconds: float
+    warmup: float
+    connections: int
+    open_connections: int
+    rates: tuple[int, ...]
+    vmis: int
+    namespaces: int
+    policy_counts: tuple[int, int, int]
+    in_process_number: int
+
+
+def machine() -> list[str]:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    pinning = ("load generator on CPU 0, server on CPU 1 (taskset)" if servers.can_pin()
+               else "not pinned (no taskset, or a single CPU)")
+    return [
+        f"date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}",
+        f"machine: {os.cpu_count()} CPUs (nproc), {model}, Linux {platform.release()}",
+        f"python: {platform.python_version()}; {pinning}",
+        f"load average at start: {load_average()}",
+    ]
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+class Runner:
+    """Runs the load generator against one server and keeps every summary it printed."""
+
+    def __init__(self, binary: Path, plan: Plan, bodies: dict[str, Path]) -> None:
+        self.binary = binary
+        self.plan = plan
+        self.bodies = bodies
+        self.results: dict[str, Result] = {}
+
+    def closed(self, key: str, server: servers.Server, path: str, bodies: str) -> Result:
+        return self._run(key, server, path, bodies, rate=0)
+
+    def open(self, key: str, server: servers.Server, path: str, bodies: str,
+             rate: int) -> Result:
+        return self._run(key, server, path, bodies, rate=rate)
+
+    def _run(self, key: str, server: servers.Server, path: str, bodies: str,
+             rate: int) -> Result:
+        load = loadgen.Load(url=server.url(path), bodies=self.bodies[bodies],
+                            ca_file=server.ca_file, seconds=self.plan.seconds,
+                            warmup=self.plan.warmup,
+                            connections=self.plan.open_connections if rate else
+                            self.plan.connections)
+        cpu = server.cpu_seconds()
+        result = loadgen.run(self.binary, replace(load, rate=float(rate)))
+        answered = result["requests"] + result["warmup_requests"]
+        result["server_cpu_us"] = (server.cpu_seconds() - cpu) / max(answered, 1) * 1e6
+        self.results[key] = result
+        mode = f"open loop {rate} req/s" if rate else f"closed loop, {load.connections} conns"
+        print(f"  {key:<28} {mode:<26} {result['rps']:>8,.0f} req/s  "
+              f"p50 {result['p50_ms']:7.2f} ms  p99 {result['p99_ms']:7.2f} ms  "
+              f"max {result['max_ms']:7.1f} ms  {result['requests']:,} requests, "
+              f"{result['failures']} failed ({result['timeouts']} timeouts), "
+              f"{result['patched']:,} patched, server CPU {result['server_cpu_us']:.0f} µs/req"
+              + (f", {result['late']} sent late" if result["late"] else "")
+              + (f"; first error: {result['first_error']}" if result.get("first_error")
+                 else ""), flush=True)
+        return result
+
+
+@contextmanager
+def running(server: servers.Server) -> Iterator[servers.Server]:
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def measure_floor(runner: Runner, certs: Path, tmp: Path, probe: bytes) -> None:
+    print("floor (bench/floor.py, uvicorn + httptools + uvloop):", flush=True)
+    with running(servers.start_floor(certs, tmp, probe)) as floor:
+        runner.closed("floor validate", floor, VALIDATE_PATH, "policy")
+        runner.closed("floor mutate", floor, MUTATE_PATH, "migration")
+        for rate in runner.plan.rates:
+            runner.open(f"floor validate @{rate}", floor, VALIDATE_PATH, "policy", rate)
+            runner.open(f"floor mutate @{rate}", floor, MUTATE_PATH, "migration", rate)
+
+
+def start_kube_service(api: KubeApiServer, certs: Path, tmp: Path,
+                       policies: int) -> servers.Server:
+    kubeconfig = api.write_kubeconfig(tmp / f"kubeconfig-{policies}")
+    started = time.perf_counter()
+    service = servers.start_service(certs, tmp, ["--state", "kube",
+                                                 "--kubeconfig", str(kubeconfig)])
+    print(f"service (serve --state kube) with {policies:,} policies, "
+          f"{cluster_counts(api)}: ready in {time.perf_counter() - started:.1f} s", flush=True)
+    return service
+
+
+def cluster_counts(api: KubeApiServer) -> str:
+    vmis = len(api.snapshot(VMIS)[1])
+    namespaces = len(api.snapshot(NAMESPACES)[1])
+    return f"{vmis:,} VMIs, {namespaces:,} namespaces"
+
+
+def measure_service(runner: Runner, certs: Path, tmp: Path) -> None:
+    plan = runner.plan
+    few, many, most = plan.policy_counts
+    with KubeApiServer(tmp / "api", history_limit=1000) as api:
+        started = time.perf_counter()
+        api.load(NAMESPACES, (cluster.namespace(i) for i in range(plan.namespaces)))
+        api.load(VMIS, (cluster.vmi(i, plan.namespaces) for i in range(plan.vmis)))
+        loaded = 0
+
+        def grow_to(count: int) -> None:
+            nonlocal loaded
+            api.load(MIGRATION_POLICIES, (cluster.policy(i, plan.namespaces)
+                                          for i in range(loaded, count)))
+            loaded = count
+
+        grow_to(few)
+        gc.collect()
+        gc.freeze()  # the stand-in's objects stay out of this process's collector's way
+        print(f"cluster generated into the API stand-in in {time.perf_counter() - started:.1f} s",
+              flush=True)
+        with running(start_kube_service(api, certs, tmp, few)) as service:
+            runner.closed("service validate", service, VALIDATE_PATH, "policy")
+            runner.closed(f"service mutate {few}", service, MUTATE_PATH, "migration")
+            for rate in plan.rates:
+                runner.open(f"service validate @{rate}", service, VALIDATE_PATH, "policy",
+                            rate)
+        grow_to(many)
+        with running(start_kube_service(api, certs, tmp, many)) as service:
+            runner.closed(f"service mutate {many}", service, MUTATE_PATH, "migration")
+            for rate in plan.rates:
+                runner.open(f"service mutate {many} @{rate}", service, MUTATE_PATH,
+                            "migration", rate)
+        grow_to(most)
+        with running(start_kube_service(api, certs, tmp, most)) as service:
+            runner.closed(f"service mutate {most}", service, MUTATE_PATH, "migration")
+
+
+def verdict(value: float, target: float, *, at_least: bool) -> str:
+    return "PASS" if (value >= target if at_least else value <= target) else "MISS"
+
+
+def table(results: dict[str, Result], plan: Plan) -> list[list[str]]:
+    """The rows: what, floor, service, ratio, target, PASS/MISS."""
+    few, many, most = plan.policy_counts
+    rows = [["what", "floor", "service", "ratio", "target", ""]]
+
+    def rps(key: str) -> str:
+        return f"{results[key]['rps']:,.0f} req/s"
+
+    def throughput(what: str, service: str, floor: str, target: float | None) -> None:
+        ratio = results[service]["rps"] / results[floor]["rps"]
+        rows.append([what, rps(floor), rps(service), f"{ratio:.2f} ×",
+                     f"≥ {target:.2f} ×" if target else "",
+                     verdict(ratio, target, at_least=True) if target else ""])
+
+    throughput("validate, reference policy", "service validate", "floor validate", 0.67)
+    throughput(f"mutate, {few} policies", f"service mutate {few}", "floor mutate", None)
+    throughput(f"mutate, {many:,} policies/{plan.vmis:,} VMIs/{plan.namespaces:,} ns",
+               f"service mutate {many}", "floor mutate", 0.50)
+    throughput(f"mutate, {most:,} policies (same VMIs, ns)", f"service mutate {most}",
+               "floor mutate", None)
+    flat = results[f"service mutate {most}"]["rps"] / results[f"service mutate {few}"]["rps"]
+    rows.append([f"mutate {most:,} vs {few} policies", "", "", f"{flat:.2f} ×", "≥ 0.80 ×",
+                 verdict(flat, 0.80, at_least=True)])
+    limits = {500: 1.3, 1000: 2.0}
+    for what, service, floor in (("validate", "service validate", "floor validate"),
+                                 (f"mutate {many:,}", f"service mutate {many}",
+                                  "floor mutate")):
+        for rate in plan.rates:
+            f, s = results[f"{floor} @{rate}"], results[f"{service} @{rate}"]
+            ratio = s["p99_ms"] / f["p99_ms"] if f["p99_ms"] else float("inf")
+            limit = limits.get(rate, 2.0)
+            failures = s["failures"] + f["failures"]
+            ok = ratio <= limit and (rate != 1000 or failures == 0)
+            rows.append([f"{what} @{rate} req/s p50 / p99",
+                         f"{f['p50_ms']:.2f} / {f['p99_ms']:.2f} ms",
+                         f"{s['p50_ms']:.2f} / {s['p99_ms']:.2f} ms", f"p99 {ratio:.2f} ×",
+                         f"≤ {limit} ×" + (", no failures" if rate == 1000 else ""),
+                         "PASS" if ok else "MISS"])
+            rows.append([f"{what} @{rate} req/s failed/timed out",
+                         f"{f['failures']}/{f['timeouts']} of {f['requests']:,}",
+                         f"{s['failures']}/{s['timeouts']} of {s['requests']:,}", "", "", ""])
+    return rows
+
+
+def cpu_table(results: dict[str, Result], plan: Plan) -> list[list[str]]:
+    """The throughput rows again, from the server's CPU time per request (closed loop)."""
+    few, many, most = plan.policy_counts
+    rows = [["server CPU per request", "floor", "service", "floor/service", "target", ""]]
+
+    def us(key: str) -> float:
+        return float(results[key]["server_cpu_us"])
+
+    for what, service, floor, target in (
+            ("validate, reference policy", "service validate", "floor validate", 0.67),
+            (f"mutate, {few} policies", f"service mutate {few}", "floor mutate", None),
+            (f"mutate, {many:,} policies", f"service mutate {many}", "floor mutate", 0.50),
+            (f"mutate, {most:,} policies", f"service mutate {most}", "floor mutate", None)):
+        ratio = us(floor) / us(service)
+        rows.append([what, f"{us(floor):.0f} µs", f"{us(service):.0f} µs", f"{ratio:.2f} ×",
+                     f"≥ {target:.2f} ×" if target else "",
+                     verdict(ratio, target, at_least=True) if target else ""])
+    flat = us(f"service mutate {few}") / us(f"service mutate {most}")
+    rows.append([f"mutate {most:,} vs {few} policies", "", "", f"{flat:.2f} ×", "≥ 0.80 ×",
+                 verdict(flat, 0.80, at_least=True)])
+    return rows
+
+
+def print_table(rows: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for number, row in enumerate(rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+              .rstrip())
+        if number == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+def write_bodies(tmp: Path, plan: Plan) -> dict[str, Path]:
+    bodies = {"policy": cluster.policy_reviews(64),
+              "migration": cluster.migration_reviews(2000, plan.vmis, plan.namespaces)}
+    paths = {}
+    for name, items in bodies.items():
+        path = tmp / f"{name}-reviews.ndjson"
+        path.write_bytes(b"\n".join(items) + b"\n")
+        paths[name] = path
+        print(f"{name} reviews: {len(items):,}, {sum(map(len, items)) / len(items):,.0f} bytes "
+              "on average", flush=True)
+    return paths
+
+
+def parse_args() -> tuple[Plan, bool]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="per measurement")
+    parser.add_argument("--warmup", type=float, default=2.0, help="before each measurement")
+    parser.add_argument("--connections", type=int, default=16, help="closed loop")
+    parser.add_argument("--open-connections", type=int, default=64,
+                        help="the open loop's connection pool limit")
+    parser.add_argument("--vmis", type=int, default=100_000)
+    parser.add_argument("--namespaces", type=int, default=10_000)
+    parser.add_argument("--policies", type=int, nargs=3, default=(10, 10_000, 100_000),
+                        metavar=("FEW", "MANY", "MOST"))
+    parser.add_argument("--in-process-number", type=int, default=5000,
+                        help="calls per round in process; 0 skips that section")
+    parser.add_argument("--quick", action="store_true",
+                        help="3 s per measurement, 1 s warm-up, a tenth of the cluster")
+    args = parser.parse_args()
+    plan = Plan(args.seconds, args.warmup, args.connections, args.open_connections,
+                (500, 1000), args.vmis, args.namespaces, tuple(args.policies),
+                args.in_process_number)
+    if args.quick:
+        plan = replace(plan, seconds=3.0, warmup=1.0, in_process_number=1000,
+                       vmis=plan.vmis // 10, namespaces=plan.namespaces // 10,
+                       policy_counts=(10, 1_000, 10_000))
+    return plan, args.quick
+
+
+def main() -> None:
+    plan, quick = parse_args()
+    if servers.can_pin():
+        os.sched_setaffinity(0, {servers.LOADGEN_CPU})  # this process and its threads
+    header = machine()
+    print("\n".join(header), flush=True)
+    binary = loadgen.build()
+    if plan.in_process_number:
+        print()
+        in_process.print_rows(in_process.rows(
+            number=plan.in_process_number, policies=plan.policy_counts, vmis=plan.vmis,
+            namespaces=plan.namespaces))
+        gc.collect()
+    print()
+    with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp_name:
+        tmp = Path(tmp_name)
+        certs = tmp / "certs"
+        ensure_dev_certificates(certs)
+        runner = Runner(binary, plan, write_bodies(tmp, plan))
+        measure_floor(runner, certs, tmp, runner.bodies["policy"].read_bytes().split(b"\n")[0])
+        measure_service(runner, certs, tmp)
+    print()
+    print("\n".join(header[:3]))
+    print(f"load average at the end: {load_average()}")
+    print(f"{plan.seconds:g} s per measurement after {plan.warmup:g} s of warm-up; closed loop "
+          f"{plan.connections} keep-alive connections; open loop at most "
+          f"{plan.open_connections}, latency from the scheduled send time"
+          + ("; --quick: smaller cluster, figures only indicative" if quick else ""))
+    print()
+    print_table(table(runner.results, plan))
+    print()
+    print_table(cpu_table(runner.results, plan))
+
+
+if __name__ == "__main__":
+    main()
