@@ -598,6 +598,16 @@ class KubeApiServer:
         """Answer every `verb` (list, watch, get) of `resource` with this error status."""
         self._faults[(verb, resource.plural)] = code
 
+    def client_addresses(self) -> list[tuple[str, int]]:
+        """The (address, port) of every client connection open now."""
+        with self._cond:
+            connections = list(self._connections)
+        addresses = []
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                addresses.append(connection.getpeername()[:2])
+        return addresses
+
     def count(self, verb: str | None = None, resource: Resource | None = None) -> int:
         """How many requests of `verb` (list, watch, get) of `resource` were answered."""
         return len(self.calls(verb, resource))

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,11 +130,13 @@ def api(tmp_path: Path) -> Iterator[KubeApiServer]:
 @contextmanager
 def webhook(
     tmp_path: Path, api: KubeApiServer, *, wait_ready: bool = True, token: str | None = None,
+    args: Sequence[str] = (),
 ) -> Iterator[tuple[RunningService, httpx.Client]]:
     """The real service on `--state kube`, configured by a kubeconfig for `api`."""
     kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", token=token)
-    service = start_service(tmp_path, ["--state", "kube", "--kubeconfig", str(kubeconfig)],
-                            wait_ready=wait_ready)
+    service = start_service(
+        tmp_path, ["--state", "kube", "--kubeconfig", str(kubeconfig), *args],
+        wait_ready=wait_ready)
     try:
         with service.client() as client:
             yield service, client
@@ -395,10 +397,16 @@ def test_a_direct_get_does_not_hold_up_other_requests(tmp_path, api):
                 # The lookup is waiting on the API; the event loop is not.
                 assert client.get("/healthz").status_code == 200
                 assert decide(client, "hpc", "db").policy == "db"
+                # The held GET gives up at its deadline: the migration is not held with it.
+                thread.join(timeout=DEADLINE)
             finally:
                 api.release_gets()
-            thread.join(timeout=DEADLINE)
-        assert [decision.policy for decision in results] == ["db"]
+            assert results == [Decision({}, [
+                "no migration policy applied: could not look up VMI 'new-db' in namespace "
+                "'hpc': the API did not answer within 1 s"])]
+            # A failure is not remembered: the next migration asks again, and finds it.
+            assert decide(client, "hpc", "new-db").policy == "db"
+        assert len(api.calls("get", VMIS)) == 2
 
 
 def test_an_invalid_policy_in_the_cluster_is_left_out(tmp_path, api):
