@@ -56,7 +56,8 @@ def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     return found
 
 
-def _text_value(value: object) -> str:
+def field_value(value: object) -> str:
+    """A field's value as one `key=value` token: escaped, quoted when needed."""
     if isinstance(value, bool) or value is None:
         return {True: "true", False: "false", None: "null"}[value]
     if isinstance(value, int | float):
@@ -79,7 +80,7 @@ class TextFormatter(logging.Formatter):
         line = super().formatMessage(record)
         fields = extra_fields(record)
         if fields:
-            line += " " + " ".join(f"{escape(key)}={_text_value(value)}"
+            line += " " + " ".join(f"{escape(key)}={field_value(value)}"
                                    for key, value in fields.items())
         return line
 

@@ -41,7 +41,7 @@ class LogLevel(StrEnum):
     ERROR = "error"
 
 
-_BIND_ADDRESS = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]]*):(?P<port>[0-9]{1,5})")
+_BIND_ADDRESS = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):(?P<port>[0-9]{1,5})")
 BIND_ADDRESS_FORM = "host:port, :port (every address), [ipv6]:port, or 0 (off)"
 
 

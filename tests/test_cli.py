@@ -1,10 +1,15 @@
-"""`lint` and `review` as a user runs them: output, field paths and exit codes."""
+"""`lint` and `review` as a user runs them: output, field paths and exit codes; the
+settings `serve` takes."""
 
+import argparse
 import json
 from pathlib import Path
 
 import pytest
 from conftest import SAMPLE_REVIEWS, SAMPLES, run_cli
+
+from app.cli import build_parser, settings_from
+from app.settings import Enforcement, LoggingFormat, LogLevel, Settings, parse_bind_address
 
 POLICIES = SAMPLES / "policies"
 
@@ -286,3 +291,66 @@ def test_review_with_a_uid_is_answered_in_the_protocol(tmp_path, request_fields,
     else:
         assert answer["response"]["status"]["code"] == 400
         assert fragment in answer["response"]["status"]["message"]
+
+
+def serve_flags() -> dict[str, argparse.Action]:
+    """The `serve` parser's options by destination."""
+    parser = build_parser()
+    commands = next(action for action in parser._actions
+                    if isinstance(action, argparse._SubParsersAction))
+    return {action.dest: action for action in commands.choices["serve"]._actions
+            if action.option_strings and action.dest != "help"}
+
+
+def test_every_setting_is_a_serve_flag_with_the_settings_default():
+    flags = serve_flags()
+    assert set(Settings.model_fields) - set(flags) == {"kube_context"}  # the plugin's --context
+    for name, action in flags.items():
+        assert action.default == Settings.model_fields[name].default, name
+    assert settings_from(build_parser().parse_args(["serve"])) == Settings()
+
+
+def test_new_serve_flags_reach_the_settings():
+    args = build_parser().parse_args([
+        "serve", "--enforcement", "warn", "--health-probe-bind-address", ":8081",
+        "--metrics-bind-address", "[::1]:8080", "--logging-format", "json",
+        "--log-level", "debug", "--request-read-timeout", "2.5", "--keep-alive-timeout", "95",
+        "--max-connections", "10", "--max-concurrent-requests", "3",
+        "--shutdown-grace-period", "0", "--watch-idle-timeout", "30", "--max-staleness", "60",
+        "--host", "::"])
+    settings = settings_from(args)
+    assert settings.enforcement is Enforcement.WARN
+    assert settings.health_probe_address == ("", 8081)
+    assert settings.metrics_address == ("::1", 8080)
+    assert (settings.logging_format, settings.log_level) == (LoggingFormat.JSON, LogLevel.DEBUG)
+    assert (settings.request_read_timeout, settings.keep_alive_timeout) == (2.5, 95.0)
+    assert (settings.max_connections, settings.max_concurrent_requests) == (10, 3)
+    assert (settings.shutdown_grace_period, settings.watch_idle_timeout,
+            settings.max_staleness) == (0.0, 30.0, 60.0)
+    assert settings.host == "::"
+
+
+def test_defaults_of_the_contract():
+    settings = Settings()
+    assert settings.host == ""  # every address, IPv4 and IPv6
+    assert (settings.health_probe_address, settings.metrics_address) == (None, None)
+    assert settings.enforcement is Enforcement.DENY
+    assert (settings.request_read_timeout, settings.keep_alive_timeout,
+            settings.shutdown_grace_period) == (10.0, 120.0, 15.0)
+    assert (settings.watch_idle_timeout, settings.max_staleness) == (90.0, 300.0)
+
+
+@pytest.mark.parametrize(("address", "parsed"), [
+    ("0", None), (":8081", ("", 8081)), ("127.0.0.1:8080", ("127.0.0.1", 8080)),
+    ("localhost:1", ("localhost", 1)), ("[::]:65535", ("::", 65535)),
+])
+def test_bind_addresses(address, parsed):
+    assert parse_bind_address(address) == parsed
+
+
+@pytest.mark.parametrize("address", [
+    "8080", "", ":", ":0", ":65536", "::1:8080", "[::1]", "host:port", "a:b:80", " :80",
+])
+def test_bad_bind_addresses_say_what_is_accepted(address):
+    with pytest.raises(ValueError, match=r"is not a bind address: use host:port, :port"):
+        parse_bind_address(address)

@@ -122,3 +122,26 @@ def test_logged_serial_matches_openssl(tmp_path: Path) -> None:
                               str(files.cert_file)], capture_output=True, text=True)
     if openssl.returncode == 0:
         assert openssl.stdout.strip() == f"serial={shown}"
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--metrics-bind-address", "8080"],
+     "--metrics-bind-address: '8080' is not a bind address: use host:port, :port (every "
+     "address), [ipv6]:port, or 0 (off)"),
+    (["--health-probe-bind-address", ":99999"],
+     "--health-probe-bind-address: ':99999' is not a bind address"),
+    (["--max-connections", "0"],
+     "--max-connections: input should be greater than or equal to 1, got 0"),
+    (["--request-read-timeout", "0"],
+     "--request-read-timeout: input should be greater than 0, got 0.0"),
+    (["--shutdown-grace-period", "-1"],
+     "--shutdown-grace-period: input should be greater than or equal to 0, got -1.0"),
+    (["--enforcement", "block"],
+     "argument --enforcement: invalid choice: 'block'"),
+    (["--log-level", "verbose"], "argument --log-level: invalid choice: 'verbose'"),
+    (["--keep-alive-timeout", "long"],
+     "argument --keep-alive-timeout: invalid float value: 'long'"),
+], ids=["bind-no-colon", "bind-port-range", "connections", "read-timeout", "grace",
+        "enforcement", "log-level", "not-a-number"])
+def test_new_serve_flags_name_the_mistake(flags: list[str], message: str) -> None:
+    assert_usage_error(serve(*flags), message)
