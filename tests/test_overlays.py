@@ -17,6 +17,8 @@ import yaml
 from conftest import REPO
 
 from app.certs_command import SECRET_NAME, service_dns_names
+from app.cli import build_parser
+from app.settings import Enforcement
 from app.webhook_config import NAME
 
 MANIFESTS = REPO / "manifests"
@@ -343,11 +345,13 @@ def doc_block(heading: str) -> str:
 
 
 def user_overlay(tmp_path: Path, heading: str) -> Path:
-    """A kustomization from docs/install.md, its `manifests/` paths pointed at this one."""
-    text = doc_block(heading).replace("../migration-policy-webhook/manifests", str(MANIFESTS))
-    directory = tmp_path / "overlay"
+    """A kustomization from docs/install.md, word for word, in `my-webhook/` beside a
+    `migration-policy-webhook/` that is this repository, as the document lays them out
+    (kustomize takes no absolute paths)."""
+    (tmp_path / "migration-policy-webhook").symlink_to(REPO, target_is_directory=True)
+    directory = tmp_path / "my-webhook"
     directory.mkdir()
-    (directory / "kustomization.yaml").write_text(text)
+    (directory / "kustomization.yaml").write_text(doc_block(heading))
     return directory
 
 
@@ -361,6 +365,16 @@ def test_cert_manager_with_a_cluster_issuer_as_install_md_says(tmp_path: Path) -
     assert not [doc for doc in docs if doc["kind"] == "Issuer"], "the own CA is left out"
     assert [doc["metadata"]["name"] for doc in docs if doc["kind"] == "Certificate"] == [NAME]
     check_injected_webhooks(docs, {"cert-manager.io/inject-ca-from": f"{NAMESPACE}/{NAME}"})
+
+
+def test_warn_mode_as_install_md_says(tmp_path: Path, built: dict[str, list[Doc]]) -> None:
+    """The rollout overlay adds --enforcement=warn, which the real parser takes."""
+    docs = kustomize(user_overlay(tmp_path, "my-webhook/kustomization.yaml (warn)"))
+    [container] = pod_spec(docs)["containers"]
+    [base_container] = pod_spec(built["cert-manager"])["containers"]
+    assert container["args"] == [*base_container["args"], "--enforcement=warn"]
+    assert build_parser().parse_args(container["args"]).enforcement == Enforcement.WARN
+    assert build_parser().parse_args(base_container["args"]).enforcement == Enforcement.DENY
 
 
 # OpenShift.
