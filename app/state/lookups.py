@@ -36,7 +36,7 @@ RESULTS = (FOUND, NOT_FOUND, ERROR, RATE_LIMITED, NEGATIVE_CACHED, COALESCED)
 """How a lookup ended, as `migration_policy_webhook_direct_gets_total` counts it: the first
 three made a GET, the others did not (refused, remembered absent, or another's GET)."""
 
-RATE_LIMITED_MESSAGE = "the webhook is rate-limiting direct lookups of objects not cached yet"
+RATE_LIMITED_MESSAGE = "the webhook is rate-limiting direct lookups"
 RATE_LIMIT_LOG_INTERVAL = 10.0
 """Seconds between two log lines about refused lookups."""
 
