@@ -1,32 +1,23 @@
-"""The command line: `migration-policy-webhook serve | lint | review | explain | certs`."""
+"""The command line: `migration-policy-webhook serve | lint | review | explain | audit | certs`."""
 
 import argparse
-import base64
 import sys
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
-from app.admission import (
-    AdmissionResponse,
-    BadReview,
-    ReviewError,
-    encode_review,
-    parse_review,
-)
 from app.audit import run_audit
 from app.certs_command import add_certs_parser, run_certs
-from app.command_state import open_state, synced_state
+from app.command_state import open_state
 from app.explain import run_explain
 from app.lint import lint_files
 from app.logs import configure_logging
-from app.manifests import ManifestError, read_documents
 from app.output import Output
 from app.precedence import Precedence
+from app.review_command import run_review
 from app.serve import run_service
 from app.settings import (
     BIND_ADDRESS_FORM,
@@ -39,15 +30,7 @@ from app.settings import (
     parse_feature_gates,
 )
 from app.state.files import StateError
-from app.webhooks import (
-    MIGRATION_RESOURCE,
-    MUTATE_PATH,
-    VALIDATE_PATH,
-    build_handlers,
-    handler_for_resource,
-)
 
-EXIT_INVALID = 1
 EXIT_USAGE = 2
 ONE_SHOT_LOG_LEVEL = LogLevel.WARNING
 """The commands that print an answer log only what is wrong: progress would bury it."""
@@ -178,52 +161,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(**values)
 
 
-def _path_for(review: dict[str, Any]) -> str:
-    """The webhook path a review is meant for, from its resource however malformed."""
-    request = review.get("request")
-    resource = request.get("resource") if isinstance(request, dict) else None
-    plural = resource.get("resource") if isinstance(resource, dict) else None
-    return MUTATE_PATH if plural == MIGRATION_RESOURCE else VALIDATE_PATH
-
-
-def _answer(review: dict[str, Any], settings: Settings) -> tuple[str, AdmissionResponse]:
-    """(apiVersion, response) for a review, as the server answers it."""
-    try:
-        request = parse_review(orjson.dumps(review))
-    except BadReview as error:  # a uid, wrong elsewhere: answered in the protocol
-        handlers = build_handlers(settings, synced_state(settings))
-        return error.api_version, handlers[_path_for(review)].malformed(error.uid, str(error))
-    handlers = build_handlers(settings, synced_state(settings))
-    return request.api_version, handler_for_resource(handlers, request)(request)
-
-
-def run_review(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        documents = read_documents(args.file)
-    except ManifestError as error:
-        print(error, file=sys.stderr)
-        return EXIT_USAGE
-    if len(documents) != 1:
-        print(f"{args.file}: expected one AdmissionReview, found {len(documents)} documents",
-              file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        api_version, response = _answer(documents[0].object, settings)
-    except (ReviewError, StateError) as error:
-        print(f"{args.file}: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except orjson.JSONEncodeError as error:  # YAML can hold what JSON cannot
-        print(f"{args.file}: cannot be sent as JSON: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    answer = orjson.loads(encode_review(api_version, response))
-    print(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
-    if "patch" in response:
-        patch = orjson.loads(base64.b64decode(response["patch"]))
-        print("decoded patch:")
-        print(orjson.dumps(patch, option=orjson.OPT_INDENT_2).decode())
-    return 0 if response["allowed"] else EXIT_INVALID
-
-
 def guarded(command: Callable[[], int]) -> int:
     """Run a command; a usage mistake is one message on stderr and exit 2, no traceback."""
     try:
@@ -259,7 +196,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "lint":
         return lint_files(args.files, settings, Output(args.output))
     if args.command == "review":
-        return run_review(args, settings)
+        return run_review(args.file, settings)
     if args.command == "explain":
         return run_explain(settings, vmi=args.vmi, namespace=args.namespace,
                            vmi_labels=args.vmi_labels, namespace_labels=args.namespace_labels,
