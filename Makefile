@@ -24,10 +24,15 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-## bench: the benchmarks under bench/ (run by hand; they print figures)
+## bench: issue 9's benchmark, service vs floor over TLS (docs/benchmarks.md); then live_state.py
 bench: $(STAMP)
-	$(BIN)/python bench/validate.py
+	$(BIN)/python bench/run.py
 	$(BIN)/python bench/live_state.py
+
+## bench-quick: bench/run.py with 3 s per measurement on a tenth of the cluster (indicative only)
+.PHONY: bench-quick
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -70,6 +70,16 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def busy_warning() -> str | None:
+    """A warning when other work already loads the machine: req/s will be noisy."""
+    one_minute = float(Path("/proc/loadavg").read_text().split()[0])
+    if one_minute <= 0.5 * (os.cpu_count() or 1):
+        return None
+    return (f"warning: load average {one_minute:.2f} before the benchmark starts: other work "
+            "shares these CPUs, so req/s and latencies are noisy; the server CPU per request "
+            "table is less affected")
+
+
 class Runner:
     """Runs the load generator against one server and keeps every summary it printed."""
 
@@ -306,7 +316,8 @@ def main() -> None:
     if servers.can_pin():
         os.sched_setaffinity(0, {servers.LOADGEN_CPU})  # this process and its threads
     header = machine()
-    print("\n".join(header), flush=True)
+    busy = busy_warning()
+    print("\n".join([*header, *([busy] if busy else [])]), flush=True)
     binary = loadgen.build()
     if plan.in_process_number:
         print()
@@ -325,6 +336,8 @@ def main() -> None:
     print()
     print("\n".join(header[:3]))
     print(f"load average at the end: {load_average()}")
+    if busy:
+        print(busy)
     print(f"{plan.seconds:g} s per measurement after {plan.warmup:g} s of warm-up; closed loop "
           f"{plan.connections} keep-alive connections; open loop at most "
           f"{plan.open_connections}, latency from the scheduled send time"
