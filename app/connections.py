@@ -117,8 +117,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             "retry later")
         self._deadline: asyncio.TimerHandle | None = None
         self._in_headers = False
+        self._pending_header_bytes = 0
+        """Bytes received since the request began, while its headers are incomplete."""
         self._header_bytes = 0
-        self._url_bytes = 0
+        """The URL and the header fields parsed so far."""
         self._header_count = 0
         self._reserved = 0
         self._refused = False
@@ -133,7 +135,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        """uvicorn's, plus the header section's size, counted before httptools buffers it."""
+        """uvicorn's, plus the size of a header section still incomplete, counted here
+        because httptools buffers a header field until it ends."""
         if self._refused:
             return
         self._unset_keepalive_if_required()
@@ -151,29 +154,32 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._unsupported_upgrade_warning()
             return
         if self._in_headers:
-            self._header_bytes += len(data)
-            if self._header_bytes > self.limits.max_header_bytes:
-                self._refuse(431, f"the header section is larger than "
-                                  f"{self.limits.max_header_bytes} bytes")
+            self._pending_header_bytes += len(data)
+            if self._pending_header_bytes > self.limits.max_header_bytes:
+                self._headers_too_large()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_headers = True
-        self._header_bytes = self._url_bytes = self._header_count = 0
+        self._pending_header_bytes = self._header_bytes = self._header_count = 0
         if self._deadline is None:
             self._arm_deadline()
 
     def on_url(self, url: bytes) -> None:
-        self._url_bytes += len(url)
-        if self._url_bytes > self.limits.max_url_bytes:
+        self._header_bytes += len(url)
+        if self._header_bytes > self.limits.max_url_bytes:
             self._refuse(414, f"the URL is longer than {self.limits.max_url_bytes} bytes")
             raise _Refused
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
+        self._header_bytes += len(name) + len(value) + 4  # ": " and CRLF
         if self._header_count > self.limits.max_headers:
             self._refuse(431, f"more than {self.limits.max_headers} header fields")
+            raise _Refused
+        if self._header_bytes > self.limits.max_header_bytes:
+            self._headers_too_large()
             raise _Refused
         super().on_header(name, value)
 
@@ -234,6 +240,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                       "%s s (--request-read-timeout)", _peer(self.client),
                       self.limits.request_read_timeout)
             self.transport.close()
+
+    def _headers_too_large(self) -> None:
+        self._refuse(431, f"the header section is larger than {self.limits.max_header_bytes} "
+                          "bytes")
 
     def _invalid(self) -> None:
         log.debug("closed the connection from %s: not a valid HTTP/1.1 request",

@@ -1,0 +1,86 @@
+"""Clients that misbehave on purpose, over real TLS sockets: they send part of a request,
+or nothing, and watch when the server hangs up."""
+
+import http.client
+import socket
+import ssl
+import time
+from pathlib import Path
+
+REVIEW_PATH = "/validate-migrationpolicy"
+
+
+def tls_connect(port: int, ca_file: Path, *, timeout: float = 10,
+                host: str = "127.0.0.1") -> ssl.SSLSocket:
+    """A TLS connection to the service, handshake done."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    raw = socket.create_connection((host, port), timeout=timeout)
+    return context.wrap_socket(raw, server_hostname="localhost")
+
+
+def request_head(path: str = "/healthz", *, method: str = "GET",
+                 headers: dict[str, str] | None = None) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: localhost"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def post_head(size: int, path: str = REVIEW_PATH) -> bytes:
+    """The headers of a POST whose body is `size` bytes long."""
+    return request_head(path, method="POST", headers={
+        "Content-Type": "application/json", "Content-Length": str(size)})
+
+
+def read_response(sock: socket.socket) -> http.client.HTTPResponse:
+    """One response from `sock`, body read, the socket left open."""
+    response = http.client.HTTPResponse(sock)  # type: ignore[arg-type]
+    response.begin()
+    response.read()
+    return response
+
+
+def get(sock: socket.socket, path: str = "/healthz") -> http.client.HTTPResponse:
+    sock.sendall(request_head(path))
+    return read_response(sock)
+
+
+def is_closed(sock: socket.socket) -> bool:
+    """True if the server has closed the connection (EOF or reset), without waiting."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except (ssl.SSLWantReadError, BlockingIOError):
+        return False
+    except (ssl.SSLError, ConnectionError):
+        return True
+    finally:
+        sock.setblocking(True)
+
+
+def seconds_until_closed(sock: socket.socket, *, limit: float) -> float:
+    """How long the server takes to close `sock`; raise if it is still open after `limit`.
+
+    Anything the server sends meanwhile is read and dropped; a reset counts as closed.
+    """
+    started = time.monotonic()
+    sock.settimeout(limit)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        raise AssertionError(f"the server kept the connection open for {limit} s") from None
+    except (ssl.SSLError, ConnectionError):
+        pass
+    return time.monotonic() - started
+
+
+def received_until_closed(sock: socket.socket, *, limit: float) -> bytes:
+    """Everything the server sends until it closes `sock` (within `limit` seconds)."""
+    chunks = []
+    sock.settimeout(limit)
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except (ssl.SSLError, ConnectionError):
+        pass
+    return b"".join(chunks)
