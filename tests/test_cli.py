@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import SAMPLE_REVIEWS, SAMPLES, run_cli
 
 from app.cli import build_parser, settings_from
@@ -354,3 +355,17 @@ def test_bind_addresses(address, parsed):
 def test_bad_bind_addresses_say_what_is_accepted(address):
     with pytest.raises(ValueError, match=r"is not a bind address: use host:port, :port"):
         parse_bind_address(address)
+
+
+def test_lint_for_programs_keeps_notes_off_stdout(tmp_path):
+    text = "---\n".join([VALID_POLICY.format(name="web", workload="web"), NAMESPACE,
+                         (POLICIES / "three-mistakes.yaml").read_text()])
+    path = write(tmp_path, "many.yaml", text)
+    result = run_cli("lint", "-o", "yaml", str(path))
+    assert result.returncode == 1
+    document = yaml.safe_load(result.stdout)
+    assert (document["valid"], document["invalid"]) == (1, 1)
+    assert [(entry["source"], entry["name"], entry["valid"]) for entry in document["policies"]] \
+        == [(f"{path}#1", "web", True), (f"{path}#3", "three-mistakes", False)]
+    assert len(document["policies"][1]["causes"]) == 3
+    assert f"{path}#2: skipped, kind Namespace is not MigrationPolicy" in result.stderr

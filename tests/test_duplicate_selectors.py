@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import SAMPLE_REVIEWS, start_service, stop_service
+from conftest import SAMPLE_REVIEWS, run_cli, start_service, stop_service
 
 VALIDATE = "/validate-migrationpolicy"
 
@@ -68,3 +68,24 @@ def test_deny_duplicate_selectors_flag(tmp_path: Path) -> None:
     causes = response["status"]["details"]["causes"]
     assert [(c["field"], c["type"]) for c in causes] == [("spec.selectors", "FieldValueInvalid")]
     assert '"my-awesome-policy"' in causes[0]["message"]
+
+
+def test_lint_warns_about_the_later_of_two_equal_policies(tmp_path: Path) -> None:
+    """As if applied in the order given: the second is the one the webhook would judge."""
+    files = []
+    for name in ("zeta", "alpha"):
+        obj = example_review(name)["request"]["object"]
+        files.append(tmp_path / f"{len(files)}-{name}.json")
+        files[-1].write_text(json.dumps(obj))
+    warned = run_cli("lint", *map(str, files))
+    assert warned.returncode == 0, warned.stdout
+    lines = warned.stdout.splitlines()
+    second = lines.index(f"{files[1]}: MigrationPolicy 'alpha' is valid")
+    assert lines[second + 2] == ('  Warning: spec.selectors equal policy "zeta"\'s: "alpha" '
+                                 "takes precedence (its name sorts first)")
+    assert warned.stdout.count("spec.selectors equal policy") == 1
+    denied = run_cli("lint", "--deny-duplicate-selectors", "-o", "json", *map(str, files))
+    assert denied.returncode == 1
+    document = json.loads(denied.stdout)
+    assert [entry["valid"] for entry in document["policies"]] == [True, False]
+    assert document["policies"][1]["causes"][0]["field"] == "spec.selectors"

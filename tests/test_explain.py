@@ -1,6 +1,9 @@
 """`explain`: every policy, whether it applies, its score, and why it wins or loses."""
 
+import json
+
 import pytest
+import yaml
 from conftest import run_cli
 
 
@@ -75,3 +78,29 @@ def test_mistakes_are_explained(args: list[str], message: str) -> None:
     result = run_cli("explain", *args)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+@pytest.mark.parametrize("output", ["json", "yaml"])
+def test_explain_for_programs(output: str) -> None:
+    result = run_cli("explain", "--vmi", "gold-db-vmi", "--namespace", "hpc", "-o", output)
+    assert result.returncode == 0, result.stderr
+    document = (json.loads if output == "json" else yaml.safe_load)(result.stdout)
+    assert document["vmi"] == {"namespace": "hpc", "name": "gold-db-vmi"}
+    assert document["precedence"] == "documented"
+    first, second = document["policies"][:2]
+    assert first == {"name": "gold-tier-db-policy", "applies": True, "score": 5, "wins": True,
+                     "reason": "highest score (5, next is 4)"}
+    assert second["name"] == "my-awesome-policy"
+    assert (second["applies"], second["wins"]) == (True, False)
+    assert len(document["policies"]) == 4
+
+
+def test_explain_labels_for_programs() -> None:
+    result = run_cli("explain", "--vmi-labels", "app=web", "--namespace-labels", "env=prod",
+                     "-o", "json")
+    document = json.loads(result.stdout)
+    assert document["vmi"] is None
+    assert (document["vmiLabels"], document["namespaceLabels"]) == ({"app": "web"},
+                                                                    {"env": "prod"})
+    assert [entry["name"] for entry in document["policies"] if entry["wins"]] == [
+        "web-app-policy"]
