@@ -369,3 +369,12 @@ def test_lint_for_programs_keeps_notes_off_stdout(tmp_path):
         == [(f"{path}#1", "web", True), (f"{path}#3", "three-mistakes", False)]
     assert len(document["policies"][1]["causes"]) == 3
     assert f"{path}#2: skipped, kind Namespace is not MigrationPolicy" in result.stderr
+
+
+def test_the_readme_lists_every_serve_flag():
+    readme = (SAMPLES.parent / "README.md").read_text()
+    section = readme.split("## Flags of `serve`", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `--")]
+    documented = {flag for row in rows for flag in row.split("|")[1].replace("`", "").split(", ")}
+    flags = {option for action in serve_flags().values() for option in action.option_strings}
+    assert flags - {"--certs-dir"} == {flag.strip() for flag in documented}
