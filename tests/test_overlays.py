@@ -466,6 +466,15 @@ def test_monitoring_goes_with_another_certificate_path(tmp_path: Path) -> None:
     assert the(docs, "PrometheusRule")["spec"]["groups"] == rule_file_groups()
 
 
+def test_the_release_label_as_install_md_says(tmp_path: Path) -> None:
+    docs = kustomize(user_overlay(tmp_path, "my-webhook/kustomization.yaml (release label)"))
+    monitoring = [doc for doc in docs if doc["apiVersion"].startswith("monitoring.coreos.com/")]
+    assert sorted(doc["kind"] for doc in monitoring) == ["PrometheusRule", "ServiceMonitor"]
+    for doc in monitoring:
+        assert doc["metadata"]["labels"] == {"app.kubernetes.io/name": NAME,
+                                             "release": "kube-prometheus-stack"}
+
+
 # The alerts, run by promtool where it is installed (Debian: prometheus).
 
 PROMTOOL = shutil.which("promtool")
