@@ -23,6 +23,7 @@ from kubeapi import (
     vmi,
 )
 from test_kube_state import decide, list_count, seed, wait_for, webhook
+from test_kube_state_freshness import scrape, value
 
 RECOVERY_SECONDS = 1.0
 IDLE_TIMEOUT = 2.0
@@ -117,6 +118,10 @@ def test_a_504_too_large_resource_version_relists_from_scratch_within_1s(
                    if call.resource == MIGRATION_POLICIES.plural][lists[MIGRATION_POLICIES]:]
         assert all("resourceVersion" not in call.query for call in relists)
         assert "Too large resource version" in service.log()
+        samples = scrape(client)
+        for resource in RESOURCES:
+            assert value(samples, "watch_restarts_total", resource=resource.plural,
+                         reason="too_large_resource_version") == 1
         # Back to normal: the watches follow the restored server's versions.
         api.delete(MIGRATION_POLICIES, "new")
         assert wait_for(policy_now(client), "old") == "old"
@@ -145,6 +150,10 @@ def test_a_silent_watch_is_resumed_within_the_idle_timeout(tmp_path, api):
         assert all(call.query["resourceVersion"].isdigit() for call in resumed)
         assert len(api.calls("list")) == lists, "a silent watch is resumed, not relisted"
         assert f"the watch brought no event or bookmark for {IDLE_TIMEOUT:g} s" in service.log()
+        samples = scrape(client)
+        for resource in RESOURCES:
+            assert value(samples, "watch_restarts_total", resource=resource.plural,
+                         reason="idle") == 1
 
 
 def test_watches_ask_for_bookmarks_and_spread_timeouts(tmp_path, api):

@@ -1,10 +1,13 @@
 """Cluster state read from a directory of manifests (`--state DIR`, contract §5)."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 from conftest import SAMPLE_CLUSTER
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.precedence import Precedence
 from app.state.files import DirectoryState, StateError, load_snapshot
@@ -83,3 +86,37 @@ def test_reload_keeps_last_good_state(tmp_path: Path) -> None:
     assert state.reload_if_changed() is True
     assert state.last_error is None
     assert state.policies.winner({"app": "web"}, {}).name == "renamed"
+
+
+def _samples(state: DirectoryState) -> dict[tuple[str, tuple[str, ...]], float]:
+    registry = CollectorRegistry()
+    registry.register(state.collector())
+    text = generate_latest(registry).decode()
+    return {(sample.name, tuple(sample.labels.values())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_files_are_never_stale_and_their_metrics_follow_the_last_good_load(
+        tmp_path: Path) -> None:
+    (tmp_path / "policy.json").write_text(json.dumps(POLICY))
+    before = time.time()
+    state = DirectoryState(tmp_path, Precedence.DOCUMENTED)
+    assert state.staleness_warning() is None
+    samples = _samples(state)
+    objects = "migration_policy_webhook_cache_objects"
+    synced = "migration_policy_webhook_cache_last_sync_timestamp_seconds"
+    assert samples[(objects, ("migrationpolicies",))] == 1
+    assert samples[(objects, ("virtualmachineinstances",))] == 0
+    loaded = samples[(synced, ("namespaces",))]
+    assert before <= loaded <= time.time()
+    assert {name for name, _ in samples} == {objects, synced}
+
+    (tmp_path / "policy.json").write_text("{broken")
+    assert state.reload_if_changed() is False
+    assert _samples(state)[(synced, ("namespaces",))] == loaded  # a failed load is no sync
+    (tmp_path / "ns.yaml").write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n")
+    (tmp_path / "policy.json").write_text(json.dumps(POLICY))
+    assert state.reload_if_changed() is True
+    samples = _samples(state)
+    assert samples[(objects, ("namespaces",))] == 1
+    assert samples[(synced, ("namespaces",))] >= loaded
