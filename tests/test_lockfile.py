@@ -111,7 +111,7 @@ def test_the_lock_says_how_to_make_it_again() -> None:
     assert header[1].strip("# ") == COMPILE_COMMAND
 
 
-def requirements_for_target(requirement: Requirement, extras: set[str]) -> bool:
+def applies_on_target(requirement: Requirement, extras: set[str]) -> bool:
     """Whether `requirement` applies on the lock's target with these extras requested."""
     if requirement.marker is None:
         return True
@@ -138,7 +138,7 @@ def test_the_lock_is_closed_where_the_installed_metadata_can_tell(
         checked.append(entry.name)
         for text in distribution.requires or []:
             needed = Requirement(text)
-            if not requirements_for_target(needed, extras.get(entry.name, set())):
+            if not applies_on_target(needed, extras.get(entry.name, set())):
                 continue
             name = canonicalize_name(needed.name)
             assert name in locked, f"{entry.name} {entry.version} needs {needed}: not locked"
