@@ -35,7 +35,7 @@ MAX_HEADER_BYTES = 64 * 1024
 """The request line and every header field together."""
 MAX_HEADERS = 100
 """Header fields in one request (Apache's LimitRequestFields)."""
-BODY_BUDGET_BYTES = 64 * 1024 * 1024
+BODY_BUDGET_BYTES = 32 * 1024 * 1024
 """Request bodies being received at once, all connections together (at least one body of
 the largest size --max-body-bytes allows): beyond, a request is answered 503."""
 

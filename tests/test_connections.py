@@ -6,8 +6,10 @@ import json
 import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import SAMPLE_REVIEWS, RunningService, start_service, stop_service
@@ -22,7 +24,7 @@ from raw_clients import (
     tls_connect,
 )
 
-from app.connections import MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES
+from app.connections import BODY_BUDGET_BYTES, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES
 
 READ_TIMEOUT = 1.0
 KEEP_ALIVE = 3.0
@@ -258,3 +260,63 @@ def test_connections_beyond_max_connections_get_503(capped: RunningService) -> N
         for sock in idle:
             sock.close()
     wait_until_served(capped)
+
+
+MEMORY_LIMIT_KIB = 256 * 1024
+"""The Deployment's memory limit, 256Mi."""
+IDLE_CLIENTS = 800
+PARTIAL_CLIENTS = 30
+PARTIAL_BODY = 7_900_000
+"""Just under the 8 MiB body limit, so the body is not refused for its declared size."""
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The process's peak resident memory (VmHWM), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
+
+
+def send_partial_body(service: RunningService, connections: list[socket.socket]) -> None:
+    """Headers for an 8,000,000-byte review, 7.9 MB of it, then nothing."""
+    sock = connect(service)
+    connections.append(sock)
+    with contextlib.suppress(OSError):  # refused at once, the server may stop reading
+        sock.sendall(post_head(8_000_000) + b"x" * PARTIAL_BODY)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/PID/status")
+def test_memory_stays_under_the_limit_with_idle_and_stalled_clients(tmp_path: Path) -> None:
+    """800 idle keep-alive connections and 30 clients that send 7.9 MB of a body and stop:
+    the service stays under 256 MiB (bodies past the body memory budget get 503), the
+    stalled clients are cut at the read deadline, the idle ones are still served."""
+    service = start_service(tmp_path)  # the default limits
+    idle: list[socket.socket] = []
+    stalled: list[socket.socket] = []
+    try:
+        for _ in range(IDLE_CLIENTS):
+            idle.append(connect(service))
+            assert get(idle[-1]).status == 200
+        senders = [threading.Thread(target=send_partial_body, args=(service, stalled))
+                   for _ in range(PARTIAL_CLIENTS)]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(timeout=120)
+        assert len(stalled) == PARTIAL_CLIENTS
+        answers = [received_until_closed(sock, limit=10 + SLACK) for sock in stalled]
+        peak = peak_rss_kib(service.process.pid)
+        assert peak < MEMORY_LIMIT_KIB, f"peak RSS {peak} KiB"
+        refused_503 = [answer for answer in answers if answer.startswith(b"HTTP/1.1 503 ")]
+        assert all(answer == b"" for answer in answers if answer not in refused_503)
+        assert len(refused_503) >= PARTIAL_CLIENTS - BODY_BUDGET_BYTES // PARTIAL_BODY
+        assert b"request bodies being received hold" in refused_503[0]
+        assert get(idle[0]).status == 200 and get(idle[-1]).status == 200
+        with connect(service) as sock:
+            sock.sendall(post_head(len(REVIEW)) + REVIEW)
+            assert read_response(sock).status == 200
+    finally:
+        for sock in idle + stalled:
+            sock.close()
+        stop_service(service)
