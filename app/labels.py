@@ -16,6 +16,20 @@ _LABEL_VALUE = re.compile(r"(?:(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 _DNS1123_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
 _DNS1123_SUBDOMAIN = re.compile(rf"{_DNS1123_LABEL}(?:\.{_DNS1123_LABEL})*")
 
+# The same rules as single patterns, lengths included, for the common case: a label that
+# matches has no problems, one that does not has at least one (tests/test_labels.py).
+_NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_PLAIN_LABEL_KEY = re.compile(_NAME)
+_PREFIXED_LABEL_KEY = re.compile(
+    rf"(?=[-a-z0-9.]{{1,253}}/){_DNS1123_LABEL}(?:\.{_DNS1123_LABEL})*/{_NAME}"
+)
+_VALID_LABEL_VALUE = re.compile(rf"(?:{_NAME})?")
+
+match_plain_label_key = _PLAIN_LABEL_KEY.fullmatch
+"""A match when the string is a label key without a prefix (None: check it fully)."""
+match_label_value = _VALID_LABEL_VALUE.fullmatch
+"""A match when the string is a label value (None: it is not)."""
+
 _NAME_CHARS = (
     "must be 63 characters or fewer of letters, digits, '-', '_' or '.', "
     "beginning and ending with a letter or digit (e.g. 'MyName', 'my.name', '123-abc')"
@@ -35,6 +49,31 @@ def dns1123_subdomain_problems(value: str) -> list[str]:
     if not _DNS1123_SUBDOMAIN.fullmatch(value):
         return [_SUBDOMAIN_CHARS]
     return []
+
+
+def is_label_key(key: str) -> bool:
+    """Whether `key` is a label key (`qualified_name_problems(key)` is empty), quickly."""
+    if _PLAIN_LABEL_KEY.fullmatch(key) is not None:
+        return True
+    return "/" in key and _PREFIXED_LABEL_KEY.fullmatch(key) is not None
+
+
+def is_label_value(value: str) -> bool:
+    """Whether `value` is a label value (`label_value_problems(value)` is empty), quickly."""
+    return _VALID_LABEL_VALUE.fullmatch(value) is not None
+
+
+def qualified_name_problem_count(key: str) -> int:
+    """`len(qualified_name_problems(key))`, without writing the problems."""
+    if is_label_key(key):
+        return 0
+    slashes = key.count("/")
+    if slashes != 1:
+        return 1
+    prefix, _, name = key.partition("/")
+    bad_prefix = not (len(prefix) <= DNS1123_SUBDOMAIN_MAX_LENGTH
+                      and _DNS1123_SUBDOMAIN.fullmatch(prefix))
+    return int(bad_prefix) + int(_PLAIN_LABEL_KEY.fullmatch(name) is None)
 
 
 def qualified_name_problems(key: str) -> list[str]:

@@ -4,16 +4,35 @@ The rules are KubeVirt's (types in kubevirt.io/api/migrations/v1alpha1 and core/
 admitter migrationpolicy-admitter.go) plus the API schema's; the words are ours.
 """
 
+import heapq
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
 from app.feature_gates import MIGRATION_DOWNTIME_TUNING, MIGRATION_STALL_DETECTION
-from app.findings import MAX_WARNING_LENGTH, CauseType, Findings, quote
+from app.findings import (
+    MAX_CAUSES,
+    MAX_WARNING_LENGTH,
+    CauseType,
+    Findings,
+    describe,
+    field_name,
+    quote,
+)
 from app.labels import dns1123_subdomain_problems
-from app.policy import Policy, policy_from_object
-from app.quantity import MEBI, QuantityError, parse_quantity
-from app.schema import INT64_MAX, Boolean, Context, Enum, Integer, LabelMap, Object, Quantity
+from app.policy import Policy
+from app.quantity import MEBI, QuantityError, integer_quantity, parse_quantity
+from app.schema import (
+    INT64_MAX,
+    Boolean,
+    Context,
+    Enum,
+    Integer,
+    LabelMap,
+    Object,
+    Quantity,
+    StringMap,
+)
 
 GROUP = "migrations.kubevirt.io"
 KIND = "MigrationPolicy"
@@ -76,6 +95,7 @@ SPEC = Object(
 )
 
 TOP_LEVEL_FIELDS = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
+_METADATA_MAPS = (("labels", StringMap("label")), ("annotations", StringMap("annotation")))
 
 SameSelectors = Callable[[Policy], list[str]]
 """Given a policy, the names of the other policies whose selectors equal its own."""
@@ -89,30 +109,38 @@ def validate_policy(
     same_selectors: SameSelectors | None = None,
     deny_duplicate_selectors: bool = False,
 ) -> Findings:
-    """Every problem with `policy` at once, and the warnings for what is legal but suspect."""
+    """Every problem with `policy` at once, and the warnings for what is legal but suspect.
+
+    `policy` may be any JSON value: what is not an object is refused as a whole.
+    """
     findings = Findings()
-    ctx = Context(feature_gates, findings)
+    if not isinstance(policy, dict):
+        findings.add(CauseType.TYPE_INVALID, "",
+                     f"a MigrationPolicy must be a JSON object, got {describe(policy)}")
+        return findings
     _check_type_meta(policy, findings)
-    name = _check_name(policy.get("metadata"), findings)
-    for unknown in sorted(set(policy) - TOP_LEVEL_FIELDS):
-        findings.add(CauseType.NOT_SUPPORTED, unknown,
-                     f"unknown field {quote(unknown)}: a MigrationPolicy has "
-                     "apiVersion, kind, metadata and spec")
+    name = _check_metadata(policy.get("metadata"), findings)
+    if not TOP_LEVEL_FIELDS.issuperset(policy):
+        _unknown_top_level_fields(policy, findings)
+    status = policy.get("status")
+    if status is not None and not isinstance(status, dict):
+        findings.add(CauseType.TYPE_INVALID, "status",
+                     f"must be an object of fields, got {describe(status)}")
     spec = policy.get("spec")
     if spec is None:
         findings.add(CauseType.REQUIRED, "spec",
                      "required field is missing: add spec with selectors ({} matches every VMI)")
         return findings
-    old_spec = (old or {}).get("spec")
-    SPEC.check(spec, old_spec, "spec", ctx)
+    old_spec = old.get("spec") if isinstance(old, dict) else None
+    SPEC.check(spec, old_spec, "spec", Context(feature_gates, findings))
     if not isinstance(spec, dict):
         return findings
     _check_exclusive_experimental(spec, findings)
     _warn(spec, findings)
     selectors = spec.get("selectors")
     if same_selectors is not None and name and findings.valid and isinstance(selectors, dict):
-        _check_duplicates(policy_from_object(policy), same_selectors, deny_duplicate_selectors,
-                          findings)
+        _check_duplicates(_with_selectors(name, selectors), same_selectors,
+                          deny_duplicate_selectors, findings)
     return findings
 
 
@@ -127,16 +155,30 @@ def _check_type_meta(policy: Mapping[str, Any], findings: Findings) -> None:
                      f"{quote(api_version)} is not supported: use {choices}")
 
 
-def _check_name(metadata: Any, findings: Findings) -> str | None:
-    if not isinstance(metadata, dict):
+def _check_metadata(metadata: Any, findings: Findings) -> str | None:
+    """Check metadata's name and types; return the name if it is a string."""
+    if metadata is None:
         findings.add(CauseType.REQUIRED, "metadata.name",
                      "required field is missing: name the policy")
         return None
+    if not isinstance(metadata, dict):
+        findings.add(CauseType.TYPE_INVALID, "metadata",
+                     f"must be an object of fields, got {describe(metadata)}")
+        return None
+    name = _check_name(metadata, findings)
+    for key, checker in _METADATA_MAPS:
+        value = metadata.get(key)
+        if value is not None:
+            checker.check(value, None, f"metadata.{key}", Context(frozenset(), findings))
+    return name
+
+
+def _check_name(metadata: Mapping[str, Any], findings: Findings) -> str | None:
     name = metadata.get("name")
     if name is None:
         if not metadata.get("generateName"):
             findings.add(CauseType.REQUIRED, "metadata.name",
-                     "required field is missing: name the policy")
+                         "required field is missing: name the policy")
         return None
     if not isinstance(name, str):
         findings.add(CauseType.TYPE_INVALID, "metadata.name",
@@ -145,6 +187,18 @@ def _check_name(metadata: Any, findings: Findings) -> str | None:
     for problem in dns1123_subdomain_problems(name):
         findings.add(CauseType.INVALID, "metadata.name", f"{quote(name)} {problem}")
     return name
+
+
+def _unknown_top_level_fields(policy: Mapping[str, Any], findings: Findings) -> None:
+    """Report fields a MigrationPolicy does not have, in sorted order, up to the cap."""
+    unknown = [key for key in policy if key not in TOP_LEVEL_FIELDS]
+    listed = sorted(unknown) if len(unknown) <= MAX_CAUSES else heapq.nsmallest(
+        MAX_CAUSES, unknown)
+    for key in listed:
+        findings.add(CauseType.NOT_SUPPORTED, field_name(key),
+                     f"unknown field {quote(key)}: a MigrationPolicy has "
+                     "apiVersion, kind, metadata and spec")
+    findings.omit("", len(unknown) - len(listed))
 
 
 def _check_exclusive_experimental(spec: Mapping[str, Any], findings: Findings) -> None:
@@ -163,9 +217,9 @@ def _check_exclusive_experimental(spec: Mapping[str, Any], findings: Findings) -
 
 def _is_well_formed(value: Any, findings: Findings) -> bool:
     """Whether `value` is a selectors object on which validation found nothing."""
-    return isinstance(value, dict) and not any(
+    return isinstance(value, dict) and (findings.valid or not any(
         cause.field.startswith("spec.selectors") for cause in findings.causes
-    )
+    ))
 
 
 def _warn(spec: Mapping[str, Any], findings: Findings) -> None:
@@ -174,17 +228,46 @@ def _warn(spec: Mapping[str, Any], findings: Findings) -> None:
         findings.warn("spec.selectors is empty, so this policy applies to every VMI "
                       "in every namespace")
     bandwidth = spec.get("bandwidthPerMigration")
+    kind = type(bandwidth)
+    amount = bandwidth if kind is int else integer_quantity(bandwidth) if kind is str else None
+    if amount is not None:  # the common case: whole, no fractional exponent
+        if 0 < amount < MEBI:
+            findings.warn(_below_one_mebi(bandwidth))
+        return
     if isinstance(bandwidth, int | str) and not isinstance(bandwidth, bool):
         try:
             quantity = parse_quantity(str(bandwidth))
         except QuantityError:
             return
         if 0 < quantity.value < MEBI:
-            findings.warn(f"spec.bandwidthPerMigration {quote(bandwidth)} is below 1Mi "
-                          "per second: KubeVirt raises it to 1Mi")
+            findings.warn(_below_one_mebi(bandwidth))
         if quantity.fractional_exponent:
-            findings.warn(f"spec.bandwidthPerMigration {quote(bandwidth)} has a fractional "
-                          "exponent, which Kubernetes' Go parser refuses")
+            findings.warn(_bandwidth_warning(
+                bandwidth, "has a fractional exponent, which Kubernetes' Go parser refuses"))
+
+
+def _below_one_mebi(bandwidth: int | str) -> str:
+    return _bandwidth_warning(bandwidth, "is below 1Mi per second: KubeVirt raises it to 1Mi")
+
+
+def _bandwidth_warning(bandwidth: int | str, says: str) -> str:
+    """The warning, its quote of a long value shortened so that what it says still fits."""
+    warning = f"spec.bandwidthPerMigration {quote(bandwidth)} {says}"
+    limit = 80
+    while len(warning) > MAX_WARNING_LENGTH and limit > 8:
+        limit = max(8, limit - (len(warning) - MAX_WARNING_LENGTH))
+        warning = f"spec.bandwidthPerMigration {quote(bandwidth, limit)} {says}"
+    return warning
+
+
+def _with_selectors(name: str, selectors: Mapping[str, Any]) -> Policy:
+    """The policy as the duplicate check needs it: its name and selectors (a valid
+    policy's, so both maps of strings), without the settings that stamping needs."""
+    return Policy(
+        name=name,
+        namespace_selector=selectors.get("namespaceSelector") or {},
+        vmi_selector=selectors.get("virtualMachineInstanceSelector") or {},
+    )
 
 
 def _check_duplicates(

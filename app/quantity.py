@@ -25,13 +25,21 @@ QUANTITY_PATTERN = (
 )
 """The pattern, as a CRD schema writes it (usable in an OpenAPI `pattern`)."""
 
+# The same grammar with possessive digit runs: no suffix starts with a digit, so giving
+# digits back never helps a match, and a long text that does not match fails in linear time.
+_DIGITS_NUMBER = r"(?:[0-9]++(?:\.[0-9]*+)?+|\.[0-9]++)"
 _QUANTITY = re.compile(
-    rf"(?P<number>[+-]?{_NUMBER})"
-    rf"(?P<suffix>[KMGTPE]i|[numkMGTPE]|[eE](?P<exponent>[+-]?{_NUMBER}))?"
+    rf"(?P<number>[+-]?{_DIGITS_NUMBER})"
+    rf"(?P<suffix>[KMGTPE]i|[numkMGTPE]|[eE](?P<exponent>[+-]?{_DIGITS_NUMBER}))?"
 )
 
 _BINARY = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
 _DECIMAL = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+# The common case, digits and a suffix that keeps them whole ("217Ki", "64Mi", "1000"):
+# exact in plain integers, no Decimal needed.
+_MAX_INTEGER_DIGITS = 30
+_BINARY_SCALE = {suffix: 1 << shift for suffix, shift in _BINARY.items()}
+_DECIMAL_SCALE = {suffix: 10**shift for suffix, shift in _DECIMAL.items() if shift > 0}
 # Wide enough for any exponent a person writes; decimal signals nothing it can represent.
 _EXACT = Context(prec=60, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[])
 _MAX_SHIFT = Decimal(2 * MAX_EMAX)
@@ -90,6 +98,20 @@ def _exact_for(text: str) -> Context:
     wide = _EXACT.copy()
     wide.prec = len(text) + 20
     return wide
+
+
+def integer_quantity(text: str) -> int | None:
+    """The value of `text` when it is digits with an optional suffix that keeps it whole
+    (the common case, and exactly `parse_quantity(text).value`); None for anything else."""
+    scale = _BINARY_SCALE.get(text[-2:])
+    if scale is not None:
+        digits = text[:-2]
+    else:
+        scale = _DECIMAL_SCALE.get(text[-1:])
+        digits = text if scale is None else text[:-1]
+    if not (digits.isdigit() and digits.isascii() and len(digits) <= _MAX_INTEGER_DIGITS):
+        return None
+    return int(digits) * (scale or 1)
 
 
 def is_quantity(text: str) -> bool:
