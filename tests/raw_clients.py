@@ -5,6 +5,7 @@ import http.client
 import socket
 import ssl
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REVIEW_PATH = "/validate-migrationpolicy"
@@ -31,15 +32,21 @@ def post_head(size: int, path: str = REVIEW_PATH) -> bytes:
         "Content-Type": "application/json", "Content-Length": str(size)})
 
 
-def read_response(sock: socket.socket) -> http.client.HTTPResponse:
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+
+def read_response(sock: socket.socket) -> Answer:
     """One response from `sock`, body read, the socket left open."""
     response = http.client.HTTPResponse(sock)  # type: ignore[arg-type]
     response.begin()
-    response.read()
-    return response
+    return Answer(response.status, response.headers, response.read())
 
 
-def get(sock: socket.socket, path: str = "/healthz") -> http.client.HTTPResponse:
+def get(sock: socket.socket, path: str = "/healthz") -> Answer:
     sock.sendall(request_head(path))
     return read_response(sock)
 
