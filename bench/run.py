@@ -78,8 +78,8 @@ def busy_warning() -> str | None:
     if one_minute <= 0.5 * (os.cpu_count() or 1):
         return None
     return (f"warning: load average {one_minute:.2f} before the benchmark starts: other work "
-            "shares these CPUs, so req/s and latencies are noisy; the server CPU per request "
-            "table is less affected")
+            "shares these CPUs, so every figure is noisy, latencies most: run again on an idle "
+            "machine for figures to publish")
 
 
 class Runner:
