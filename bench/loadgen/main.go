@@ -83,25 +83,29 @@ func (t *target) send(ctx context.Context, scheduled time.Time) result {
 	req.Header.Set("Accept", "application/json")
 	resp, err := t.client.Do(req)
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) || os.IsTimeout(err) {
-			t.timeouts.Add(1)
-		}
-		t.note(err.Error())
-		return result{latency: time.Since(scheduled)}
+		return t.failed(err, scheduled)
 	}
 	answer, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	latency := time.Since(scheduled)
 	if err != nil {
-		t.note(err.Error())
-		return result{latency: latency}
+		return t.failed(err, scheduled)
 	}
+	latency := time.Since(scheduled)
 	if resp.StatusCode != http.StatusOK {
 		t.note(fmt.Sprintf("HTTP %d: %.200s", resp.StatusCode, answer))
 		return result{latency: latency}
 	}
 	return result{latency: latency, ok: true, allowed: bytes.Contains(answer, allowedMarker),
 		patched: bytes.Contains(answer, patchMarker)}
+}
+
+// failed records a transport error or a timeout.
+func (t *target) failed(err error, scheduled time.Time) result {
+	if errors.Is(err, context.DeadlineExceeded) || os.IsTimeout(err) {
+		t.timeouts.Add(1)
+	}
+	t.note(err.Error())
+	return result{latency: time.Since(scheduled)}
 }
 
 func (t *target) note(message string) {
