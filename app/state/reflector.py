@@ -49,6 +49,10 @@ AT_ONCE_LIMIT = 3
 """Retries without a pause in a row, before the backoff applies (no hot loop against a
 server that keeps answering 410, or closing streams as soon as they open)."""
 
+STEADY_WATCH_SECONDS = 1.0
+"""A watch open this long before it ended starts the count of retries at once anew: a
+server without bookmarks has idle watches end every idle timeout, and that is no loop."""
+
 
 class Store(Protocol):
     """Where a reflector keeps what it needs of each object."""
@@ -136,6 +140,7 @@ class Reflector:
         self._response: urllib3.BaseHTTPResponse | None = None
         self._at_once = 0
         self._streaming = False
+        self._opened_at = 0.0
 
     @property
     def name(self) -> str:
@@ -183,29 +188,29 @@ class Reflector:
 
     def _watch_once(self) -> None:
         """Watch until the stream ends; count why it ended and wait as that calls for."""
+        at_once = True
         try:
             self._watch()
         except Relist as relist:
             self.resource_version = None
-            self._ended(relist.reason)
-            level = logging.INFO if relist.reason == EXPIRED else logging.WARNING
-            self._retry(level, f"cannot resume the watch ({relist.error}); listing again",
-                        at_once=True)
+            reason = relist.reason
+            level = logging.INFO if reason == EXPIRED else logging.WARNING
+            why = f"cannot resume the watch ({relist.error}); listing again"
         except WatchIdle:
-            self._ended(IDLE)
-            self._retry(logging.WARNING, f"the watch brought no event or bookmark for "
-                        f"{self.idle_timeout:g} s: closed, resuming from resourceVersion "
-                        f"{self.resource_version}", at_once=True)
+            reason, level = IDLE, logging.WARNING
+            why = (f"the watch brought no event or bookmark for {self.idle_timeout:g} s: "
+                   f"closed, resuming from resourceVersion {self.resource_version}")
         except (ApiError, *TransportErrors) as error:
-            self._ended(ERROR)
-            self._retry(logging.WARNING, self._describe(error, "watch"), at_once=self._streaming)
+            reason, level, why = ERROR, logging.WARNING, self._describe(error, "watch")
+            at_once = self._streaming  # a refused watch backs off; a broken stream not
         else:
-            self._ended(CLOSED)
-            self._retry(logging.DEBUG, "the server ended the watch; resuming", at_once=True)
-
-    def _ended(self, reason: str) -> None:
-        if not self._stop.is_set():
-            self.restarts[reason] += 1
+            reason, level, why = CLOSED, logging.DEBUG, "the server ended the watch; resuming"
+        if self._stop.is_set():
+            return
+        self.restarts[reason] += 1
+        if self._streaming and time.monotonic() - self._opened_at >= STEADY_WATCH_SECONDS:
+            self._at_once = 0  # a watch that ran a while is no hot loop
+        self._retry(level, why, at_once=at_once)
 
     def _describe(self, error: ApiError | Exception, verb: str) -> str:
         if isinstance(error, ApiError) and error.refused:
@@ -262,6 +267,7 @@ class Reflector:
             raise _relist_or_raise(error) from None
         self._response = response
         self._streaming = True
+        self._opened_at = time.monotonic()
         try:
             for line in _lines(response):
                 if self._stop.is_set():
