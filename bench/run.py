@@ -12,6 +12,7 @@ state is the API stand-in tests/kubeapi.py, in this process, read by
 import argparse
 import datetime
 import gc
+import importlib.metadata
 import os
 import platform
 import sys
@@ -40,6 +41,8 @@ Result = dict[str, Any]
 
 @dataclass(frozen=True)
 class Plan:
+    """What to measure, and for how long (the command line's options)."""
+
     seconds: float
     warmup: float
     rounds: int
@@ -64,8 +67,17 @@ def machine() -> list[str]:
         f"date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}",
         f"machine: {os.cpu_count()} CPUs (nproc), {model}, Linux {platform.release()}",
         f"python: {platform.python_version()}; {pinning}",
+        "packages: " + ", ".join(f"{name} {_version(name)}" for name in
+                                 ("uvicorn", "uvloop", "httptools", "fastapi", "orjson")),
         f"load average at start: {load_average()}",
     ]
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def load_average() -> str:
@@ -365,7 +377,7 @@ def main() -> None:
             runner = Runner(binary, plan, bodies, floor)
             measure(runner, certs, tmp)
     print()
-    print("\n".join(header[:3]))
+    print("\n".join(header))
     print(f"load average at the end: {load_average()}")
     if busy:
         print(busy)
