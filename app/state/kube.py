@@ -35,6 +35,7 @@ from app.state.kube_api import (
     KubeApi,
     Resource,
     TransportErrors,
+    refusal,
 )
 from app.state.lookups import DirectLookups, LookupLimits
 from app.state.metrics import StateCollector, StateFigures, unix_time
@@ -148,7 +149,8 @@ class KubeState:
         except ApiError as error:
             if error.code == 404:
                 return None
-            log.warning("GET %s failed: %s", path, error)
+            log.warning("GET %s failed: %s", path,
+                        refusal(error, "get", resource) if error.refused else error)
             raise LookupFailed(f"the API answered {error.code}") from error
         except TransportErrors as error:
             log.warning("GET %s failed: %s", path, error)
