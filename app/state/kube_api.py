@@ -173,6 +173,9 @@ class KubeApi:
         self._client = api_client
         self._configuration: Configuration = api_client.configuration
         self._pool: urllib3.PoolManager = api_client.rest_client.pool_manager
+        # Set on the pool manager itself (before its first connection): older clients have
+        # no Configuration.socket_options.
+        self._pool.connection_pool_kw["socket_options"] = keepalive_socket_options()
         self.host = self._configuration.host.rstrip("/")
 
     @classmethod
@@ -192,11 +195,7 @@ class KubeApi:
         # The pool must hold the three watches and the direct lookups at once.
         configuration.connection_pool_maxsize = max(
             configuration.connection_pool_maxsize or 0, 8)
-        api_client = ApiClient(configuration)
-        # Set on the pool manager itself: older clients have no Configuration.socket_options.
-        api_client.rest_client.pool_manager.connection_pool_kw["socket_options"] = (
-            keepalive_socket_options())
-        return cls(api_client)
+        return cls(ApiClient(configuration))
 
     def _headers(self, accept: str) -> dict[str, str]:
         headers = {"Accept": accept, "User-Agent": USER_AGENT}
