@@ -158,6 +158,9 @@ class DirectLookups:
             flight.error = error
             self._count(resource, ERROR)
             raise
+        except Exception:  # a bug: those waiting must not take it for "not found"
+            flight.error = LookupFailed("an internal error, logged by the webhook")
+            raise
         finally:
             with self._lock:
                 del self._flights[cache_key]
