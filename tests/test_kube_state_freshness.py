@@ -97,9 +97,11 @@ def test_the_state_metrics_over_http(tmp_path, api):
         assert not any(name.endswith("_created") and PREFIX in name for name, _ in samples)
 
         # A cut (error), then a compaction and a cut (error, then expired).
+        assert wait_for(lambda: api.active_watches, 3) == 3
         watches = api.count("watch")
         api.cut_watches()
         assert wait_for(lambda: api.count("watch"), watches + 3) == watches + 3
+        assert wait_for(lambda: api.active_watches, 3) == 3
         with api.holding_events():
             api.create(NAMESPACES, namespace("new"))
             api.compact()

@@ -161,6 +161,7 @@ def test_watches_ask_for_bookmarks_and_spread_timeouts(tmp_path, api):
     with webhook(tmp_path, api) as (_, client):
         assert decide(client, "hpc", "db").policy is None
         for _ in range(3):
+            assert wait_for(lambda: api.active_watches, 3) == 3
             count = len(api.calls("watch"))
             api.cut_watches()
             assert wait_for(lambda c=count: len(api.calls("watch")), count + 3) == count + 3
