@@ -2,12 +2,14 @@
 reload when the files change (rewritten in place, or swapped as kubelet swaps a mounted
 Secret), TLS 1.2 as the floor, and client certificates with --client-ca-file."""
 
+import contextlib
 import hashlib
 import http.client
 import os
 import shutil
 import socket
 import ssl
+import subprocess
 import threading
 import time
 import warnings
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import RunningService, run_cli, start_service, stop_service
 
-from app.certificates import KeyType, make_ca, make_client_certificate
+from app.certificates import KeyType, load_certificate, make_ca, make_client_certificate
 from app.tls import ReloadingTLS, ServingFiles
 
 SERVICE_NAME = "migration-policy-webhook.migration-policy-webhook.svc"
@@ -33,8 +35,25 @@ def make_certs(out: Path, *extra: str) -> Path:
 
 
 def renew_with_same_ca(ca_dir: Path, out: Path) -> Path:
-    """A new serving certificate signed by the CA in `ca_dir` (a renewal, not a new CA)."""
-    return make_certs(out, "--ca-cert", str(ca_dir / "ca.crt"), "--ca-key", str(ca_dir / "ca.key"))
+    """A new serving certificate signed by the CA in `ca_dir` (a renewal, not a new CA),
+    valid 30 days, so that it never ends when the first one (365 days) does."""
+    return make_certs(out, "--ca-cert", str(ca_dir / "ca.crt"), "--ca-key", str(ca_dir / "ca.key"),
+                      "--days", "30")
+
+
+def not_after(cert_file: Path) -> float:
+    return load_certificate(cert_file).not_valid_after_utc.timestamp()
+
+
+EXPIRY_METRIC = "migration_policy_webhook_certificate_expiry_timestamp_seconds"
+
+
+def expiry_metric(running: RunningService) -> float:
+    """The certificate expiry the service reports on /metrics."""
+    with running.client() as client:
+        text = client.get("/metrics").text
+    return float(next(line.split()[1] for line in text.splitlines()
+                      if line.startswith(f"{EXPIRY_METRIC} ")))
 
 
 def fingerprint(der: bytes) -> str:
@@ -174,6 +193,30 @@ def test_tls_1_1_is_refused_while_the_same_client_gets_tls_1_2(
         handshake_version(running.port, client_context(certs, ssl.TLSVersion.TLSv1_1))
 
 
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_renegotiation_is_refused(running: RunningService, certs: Path) -> None:
+    """`R` asks `openssl s_client` to renegotiate the TLS 1.2 session (TLS 1.3 has no
+    renegotiation); the server refuses, and the connection does not serve another request."""
+    client = subprocess.Popen(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{running.port}", "-tls1_2",
+         "-CAfile", str(certs / "ca.crt"), "-servername", "localhost"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert client.stdin is not None
+    for line in (b"R\n", b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"):
+        time.sleep(1)  # s_client reads its commands once connected
+        with contextlib.suppress(BrokenPipeError):
+            client.stdin.write(line)
+            client.stdin.flush()
+    time.sleep(1)
+    output = client.communicate(timeout=30)[0].decode(errors="replace")
+    assert "Verify return code: 0 (ok)" in output  # the handshake itself succeeded
+    assert "RENEGOTIATING" in output
+    assert "no renegotiation" in output
+    assert "HTTP/1.1 200" not in output
+    assert ssl.OP_NO_RENEGOTIATION & ReloadingTLS(
+        ServingFiles(certs / "tls.crt", certs / "tls.key")).context.options
+
+
 def test_tls_1_3_is_served(running: RunningService, certs: Path) -> None:
     context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
     assert handshake_version(running.port, context) == "TLSv1.3"
@@ -211,12 +254,14 @@ def assert_rotation(
     old, new = file_fingerprint(old_cert), file_fingerprint(new_cert)
     assert old != new
     assert peer_fingerprint(running.port, context) == old
+    assert expiry_metric(running) == not_after(old_cert)
     before = open_connection(running.port, context)
     sock = before.sock
     assert isinstance(sock, ssl.SSLSocket)
     try:
         replace()
         wait_for_new_certificate(running.port, context, new, before)
+        assert expiry_metric(running) == not_after(new_cert)
         # A client that sends no server name (Python sends none for an IP address) too.
         assert peer_fingerprint(running.port, context, "127.0.0.1") == new
         assert get(before) == 200
@@ -306,8 +351,10 @@ def test_reload_waits_for_a_matching_pair_and_keeps_the_old_certificate_meanwhil
     renewed = renew_with_same_ca(certs, tmp_path / "renewed")
     shutil.copy(renewed / "tls.crt", live / "tls.crt")  # the key is still the old one
     assert tls.reload_if_changed() is False
+    assert tls.not_after.timestamp() == not_after(certs / "tls.crt")
     shutil.copy(renewed / "tls.key", live / "tls.key")
     assert tls.reload_if_changed() is True
+    assert tls.not_after.timestamp() == not_after(renewed / "tls.crt")
     assert tls.reload_if_changed() is False
 
 
