@@ -25,6 +25,8 @@ _PREFIXED_LABEL_KEY = re.compile(
 )
 _VALID_LABEL_VALUE = re.compile(rf"(?:{_NAME})?")
 
+match_dns1123_subdomain = _DNS1123_SUBDOMAIN.fullmatch
+"""A match when the string has the characters of a DNS-1123 subdomain (check the length)."""
 match_plain_label_key = _PLAIN_LABEL_KEY.fullmatch
 """A match when the string is a label key without a prefix (None: check it fully)."""
 match_label_value = _VALID_LABEL_VALUE.fullmatch

@@ -19,7 +19,11 @@ from app.findings import (
     field_name,
     quote,
 )
-from app.labels import dns1123_subdomain_problems
+from app.labels import (
+    DNS1123_SUBDOMAIN_MAX_LENGTH,
+    dns1123_subdomain_problems,
+    match_dns1123_subdomain,
+)
 from app.policy import Policy
 from app.quantity import MEBI, QuantityError, integer_quantity, parse_quantity
 from app.schema import (
@@ -96,6 +100,8 @@ SPEC = Object(
 
 TOP_LEVEL_FIELDS = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
 _METADATA_MAPS = (("labels", StringMap("label")), ("annotations", StringMap("annotation")))
+
+_WHOLE_MEBI = int(MEBI)
 
 SameSelectors = Callable[[Policy], list[str]]
 """Given a policy, the names of the other policies whose selectors equal its own."""
@@ -184,6 +190,8 @@ def _check_name(metadata: Mapping[str, Any], findings: Findings) -> str | None:
         findings.add(CauseType.TYPE_INVALID, "metadata.name",
                      f"must be a string, got {quote(name)}")
         return None
+    if len(name) <= DNS1123_SUBDOMAIN_MAX_LENGTH and match_dns1123_subdomain(name):
+        return name
     for problem in dns1123_subdomain_problems(name):
         findings.add(CauseType.INVALID, "metadata.name", f"{quote(name)} {problem}")
     return name
@@ -224,14 +232,16 @@ def _is_well_formed(value: Any, findings: Findings) -> bool:
 
 def _warn(spec: Mapping[str, Any], findings: Findings) -> None:
     selectors = spec.get("selectors")
-    if _is_well_formed(selectors, findings) and not any(selectors.values()):
+    if isinstance(selectors, dict) and not any(selectors.values()) and _is_well_formed(
+        selectors, findings
+    ):
         findings.warn("spec.selectors is empty, so this policy applies to every VMI "
                       "in every namespace")
     bandwidth = spec.get("bandwidthPerMigration")
     kind = type(bandwidth)
     amount = bandwidth if kind is int else integer_quantity(bandwidth) if kind is str else None
     if amount is not None:  # the common case: whole, no fractional exponent
-        if 0 < amount < MEBI:
+        if 0 < amount < _WHOLE_MEBI:
             findings.warn(_below_one_mebi(bandwidth))
         return
     if isinstance(bandwidth, int | str) and not isinstance(bandwidth, bool):

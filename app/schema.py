@@ -14,7 +14,7 @@ new values are iterative, safe at any depth.
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from types import MappingProxyType
@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from app.findings import CauseType, Findings, describe, field_name, quote, shorten
 from app.json_values import OutOfRangeNumber
 from app.labels import (
+    LABEL_VALUE_MAX_LENGTH,
     label_value_problems,
     match_label_value,
     match_plain_label_key,
@@ -40,7 +41,8 @@ from app.quantity import (
 INT64_MAX = 2**63 - 1
 _BINARY_SUFFIXES = ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
 _SPACE = re.compile(r"\s")
-_NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
+_NO_OLD_FIELD: Callable[[str], Any] = {}.get
+"""`old.get` when there is no old object: every field is absent (its dict is unreachable)."""
 MAX_SUGGESTED_NAME = 64
 """Unknown names longer than this get no did-you-mean: none could be close to a known
 field (difflib's ratio needs a length within 5/3 of the 31 characters of the longest)."""
@@ -300,8 +302,13 @@ class LabelMap:
         findings = ctx.findings
         entries = iter(value.items())
         for key, label in entries:
-            if (type(key) is str and type(label) is str and match_plain_label_key(key)
-                    and match_label_value(label)):
+            # well-formed: a key without a prefix, a value that is empty or letters and
+            # digits (str methods, cheaper than a match), or else one that matches
+            if type(key) is str and type(label) is str and match_plain_label_key(key) and (
+                not label or (label.isalnum() and label.isascii()
+                              and len(label) <= LABEL_VALUE_MAX_LENGTH)
+                or match_label_value(label)
+            ):
                 continue
             if findings.full:  # only count the rest, in one tight loop
                 findings.omit(path, _label_problem_count([(key, label)]) +
@@ -375,12 +382,17 @@ class Object:
     _required: tuple[str, ...] = field(init=False, repr=False)
     _known: tuple[str, ...] = field(init=False, repr=False)
     _by_lowercase: Mapping[str, str] = field(init=False, repr=False)
+    _checks: Mapping[str, Callable[[Any, Any, str, Context], None]] = field(
+        init=False, repr=False)
 
     def __post_init__(self) -> None:
         known = tuple(sorted(self.fields))
         by_lowercase: dict[str, str] = {}
         for name in known:
             by_lowercase.setdefault(name.lower(), name)
+        # a plain dict of bound methods: the lookup the loop below makes for every field
+        checks = {name: checker.check for name, checker in self.fields.items()}
+        object.__setattr__(self, "_checks", checks)
         object.__setattr__(self, "_required", tuple(sorted(self.required)))
         object.__setattr__(self, "_known", known)
         object.__setattr__(self, "_by_lowercase", MappingProxyType(by_lowercase))
@@ -390,20 +402,20 @@ class Object:
             ctx.findings.add(CauseType.TYPE_INVALID, path,
                              f"must be an object of fields, got {describe(value)}")
             return
-        old_field = old.get if isinstance(old, dict) else _NO_FIELDS.get
+        old_field = old.get if isinstance(old, dict) else _NO_OLD_FIELD
         if self.gates:
             gated_change_refused(self.gates, value, old, path, ctx)
         for name in self._required:
             if value.get(name) is None:
                 ctx.findings.add(CauseType.REQUIRED, f"{path}.{name}",
                                  f"required field is missing: {required_hint(name)}")
-        fields = self.fields
+        checks = self._checks
         for name, child in value.items():
-            checker = fields.get(name)
-            if checker is None:
+            check = checks.get(name)
+            if check is None:
                 self._unknown_field(name, path, ctx.findings)
             elif child is not None:
-                checker.check(child, old_field(name), f"{path}.{name}", ctx)
+                check(child, old_field(name), f"{path}.{name}", ctx)
 
     def _unknown_field(self, name: str, path: str, findings: Findings) -> None:
         if findings.full:
