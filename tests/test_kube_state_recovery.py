@@ -82,6 +82,18 @@ def test_a_410_and_a_cut_after_an_outage_of_lists_recover_within_1s(tmp_path, ap
                             lambda n, r=resource: n > healed[r]) > healed[resource]
         assert wait_for(lambda: api.active_watches, 3) == 3
 
+        # The successful list reset the backoff: one refused watch waits the shortest delay,
+        # not the 4 to 8 s the outage had reached.
+        api.fail("watch", NAMESPACES, 503)
+        watches = api.count("watch", NAMESPACES)
+        api.cut_watches()
+        assert wait_for(lambda: api.count("watch", NAMESPACES), watches + 1) == watches + 1
+        api.heal()
+        waited = seconds_until(lambda: api.count("watch", NAMESPACES) > watches + 1, True,
+                               limit=RECOVERY_SECONDS)
+        assert waited < RECOVERY_SECONDS, f"the watch waited {waited:.2f} s after one failure"
+        assert wait_for(lambda: api.active_watches, 3) == 3
+
         # Later, a compaction and a cut: the resumed watch is answered 410 and lists again.
         with api.holding_events():
             api.update(NAMESPACES, namespace("hpc", {"env": "prod"}))
