@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint fuzz bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+## fuzz: the fuzz suite's long run (make test runs a short one)
+fuzz: $(STAMP)
+	FUZZ_LONG=1 $(BIN)/python -m pytest -q tests/test_fuzz.py
 
 ## bench: issue 9's benchmark, service vs floor over TLS (docs/benchmarks.md); then live_state.py
 bench: $(STAMP)
