@@ -16,7 +16,10 @@ SYNC_TIMEOUT_SECONDS = 30.0
 
 
 def kube_api(settings: Settings) -> KubeApi:
-    """The API of `--kubeconfig` (in-cluster without it), in `--context` when one is given."""
+    """The API of `--kubeconfig` (in-cluster without it), in `--context` when one is given.
+
+    KubeApi.from_kubeconfig takes no context yet; this does what it does, with one.
+    """
     if settings.kube_context is None or settings.kubeconfig is None:
         return KubeApi.from_kubeconfig(settings.kubeconfig)
     configuration = Configuration()
@@ -26,6 +29,8 @@ def kube_api(settings: Settings) -> KubeApi:
     except (ConfigException, OSError, ValueError) as error:
         raise KubeConfigError(f"--context {settings.kube_context}: cannot use it from "
                               f"kubeconfig {settings.kubeconfig}: {error}") from error
+    # As KubeApi.from_kubeconfig: the pool holds the three watches and the lookups at once.
+    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, 8)
     return KubeApi(ApiClient(configuration))
 
 
@@ -35,7 +40,9 @@ def open_state(settings: Settings) -> ClusterState:
 
         if settings.kube_context is None:
             return KubeState.from_settings(settings)
-        return KubeState(kube_api(settings), settings.precedence)
+        return KubeState(kube_api(settings), settings.precedence,
+                         watch_idle_timeout=settings.watch_idle_timeout,
+                         max_staleness=settings.max_staleness)
     return DirectoryState(Path(settings.state), settings.precedence)
 
 
