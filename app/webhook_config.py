@@ -10,6 +10,8 @@ from app.webhooks import MIGRATION_GROUP, MIGRATION_RESOURCE, MUTATE_PATH, VALID
 NAME = "migration-policy-webhook"
 SERVICE_PORT = 443
 TIMEOUT_SECONDS = 5
+IGNORE_LABEL = "migration-policy-webhook.kubevirt.io/ignore"
+"""A namespace labelled with this key and "true" is left out of the mutating webhook."""
 
 
 def _configuration(kind: str, webhook: dict[str, Any]) -> dict[str, Any]:
@@ -63,5 +65,7 @@ def webhook_configurations(service: str, namespace: str, ca_bundle: str) -> list
         "failurePolicy": "Ignore",
         # A later mutating webhook may change the migration: look at it again then.
         "reinvocationPolicy": "IfNeeded",
+        "namespaceSelector": {"matchExpressions": [
+            {"key": IGNORE_LABEL, "operator": "NotIn", "values": ["true"]}]},
     })
     return [validating, mutating]
