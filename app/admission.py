@@ -20,7 +20,7 @@ REVIEW_API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 REVIEW_KIND = "AdmissionReview"
 
 
-MAX_UID_LENGTH = 256
+MAX_UID_LENGTH = 1024
 MAX_NAME_LENGTH = 253
 """The longest object name Kubernetes has (a DNS subdomain); longer ones are cut in answers."""
 MAX_WARNINGS = 64
