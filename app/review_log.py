@@ -16,7 +16,7 @@ from typing import TextIO
 
 import orjson
 
-from app.logs import escape
+from app.logs import field_value
 from app.settings import LoggingFormat
 
 LOGGER = "app.review"
@@ -52,11 +52,11 @@ class ReviewLog:
                 "duration_ms": round(duration_ms, 3),
             }).decode()
         else:
-            line = (f"{self._timestamp(now)} INFO {LOGGER}: answered uid={_text(uid)} "
-                    f"webhook={webhook} operation={operation} namespace={_text(namespace)} "
-                    f"name={_text(name)} allowed={'true' if allowed else 'false'}")
+            line = (f"{self._timestamp(now)} INFO {LOGGER}: answered uid={field_value(uid)} "
+                    f"webhook={webhook} operation={operation} namespace={field_value(namespace)} "
+                    f"name={field_value(name)} allowed={'true' if allowed else 'false'}")
             if policy is not None:
-                line += f" policy={_text(policy)}"
+                line += f" policy={field_value(policy)}"
             if causes is not None:
                 line += f" causes={causes}"
             line += f" duration_ms={duration_ms:.3f}"
@@ -87,11 +87,3 @@ class ReviewLog:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
         return f"{self._stamp},{int((now - second) * 1000):03d}"
-
-
-def _text(value: str) -> str:
-    """A client's string as one `key=value` token: escaped, quoted when needed."""
-    text = escape(value)
-    if not text or " " in text or '"' in text or "=" in text:
-        return '"' + text.replace('"', '\\"') + '"'
-    return text
