@@ -77,20 +77,22 @@ class Limits:
     max_headers: int = MAX_HEADERS
 
 
-def unavailable(message: str) -> ASGIApp:
+class Unavailable:
     """An app that answers 503 with `message`, and closes the connection."""
-    body = orjson.dumps({"error": message})
-    start = {"type": "http.response.start", "status": 503,
-             "headers": [(b"content-type", b"application/json"),
-                         (b"content-length", str(len(body)).encode()),
-                         (b"retry-after", b"1"), (b"connection", b"close")]}
 
-    async def app(_scope: Scope, _receive: Callable[[], Awaitable[Message]],
-                  send: Callable[[Message], Awaitable[None]]) -> None:
-        await send(start)
-        await send({"type": "http.response.body", "body": body})
+    def __init__(self, message: str) -> None:
+        self.message = message
+        body = orjson.dumps({"error": message})
+        self._start = {"type": "http.response.start", "status": 503,
+                       "headers": [(b"content-type", b"application/json"),
+                                   (b"content-length", str(len(body)).encode()),
+                                   (b"retry-after", b"1"), (b"connection", b"close")]}
+        self._body = {"type": "http.response.body", "body": body}
 
-    return app
+    async def __call__(self, _scope: Scope, _receive: Callable[[], Awaitable[Message]],
+                       send: Callable[[Message], Awaitable[None]]) -> None:
+        await send(self._start)
+        await send(self._body)
 
 
 class _Refused(Exception):
@@ -106,27 +108,30 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
         self._app: ASGIApp = self.app
-        self._too_many_connections = unavailable(
+        self._too_many_connections = Unavailable(
             f"more than {limits.max_connections} open connections (--max-connections): "
             "retry on another connection later")
-        self._too_many_requests = unavailable(
+        self._too_many_requests = Unavailable(
             f"more than {limits.max_concurrent_requests} requests in progress "
             "(--max-concurrent-requests): retry later")
-        self._bodies_too_large = unavailable(
+        self._bodies_too_large = Unavailable(
             f"request bodies being received hold {limits.body_budget.limit} bytes already: "
             "retry later")
         self._deadline: asyncio.TimerHandle | None = None
         self._in_headers = False
         self._pending_header_bytes = 0
-        """Bytes received since the request began, while its headers are incomplete."""
-        self._header_bytes = 0
-        """The URL and the header fields parsed so far."""
-        self._header_count = 0
+        """Bytes received since the request began, in reads that ended before its headers
+        did (httptools buffers a header field until it ends)."""
+        self._chunk_bytes = 0
+        """The size of the read being parsed."""
         self._reserved = 0
         self._refused = False
+        self._beyond_cap = False
+        """Opened while --max-connections were open already: its requests get 503."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._beyond_cap = len(self.connections) > self.limits.max_connections
         self._arm_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -135,11 +140,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        """uvicorn's, plus the size of a header section still incomplete, counted here
-        because httptools buffers a header field until it ends."""
+        """uvicorn's, plus the size of a header section still incomplete."""
         if self._refused:
             return
         self._unset_keepalive_if_required()
+        self._chunk_bytes = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError:
@@ -161,33 +166,32 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_headers = True
-        self._pending_header_bytes = self._header_bytes = self._header_count = 0
+        self._pending_header_bytes = 0
         if self._deadline is None:
             self._arm_deadline()
 
-    def on_url(self, url: bytes) -> None:
-        self._header_bytes += len(url)
-        if self._header_bytes > self.limits.max_url_bytes:
-            self._refuse(414, f"the URL is longer than {self.limits.max_url_bytes} bytes")
+    def on_headers_complete(self) -> None:
+        """Refuse a URL or header section beyond its limit; admit the request, or answer
+        503 naming the cap it is beyond."""
+        self._in_headers = False
+        limits = self.limits
+        if len(self.url) > limits.max_url_bytes:
+            self._refuse(414, f"the URL is longer than {limits.max_url_bytes} bytes")
             raise _Refused
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        self._header_bytes += len(name) + len(value) + 4  # ": " and CRLF
-        if self._header_count > self.limits.max_headers:
-            self._refuse(431, f"more than {self.limits.max_headers} header fields")
+        if len(self.headers) > limits.max_headers:
+            self._refuse(431, f"more than {limits.max_headers} header fields")
             raise _Refused
-        if self._header_bytes > self.limits.max_header_bytes:
+        if (self._pending_header_bytes + self._chunk_bytes > limits.max_header_bytes
+                and self._header_section_bytes() > limits.max_header_bytes):
             self._headers_too_large()
             raise _Refused
-        super().on_header(name, value)
-
-    def on_headers_complete(self) -> None:
-        """Admit the request, or answer 503 naming the cap it is beyond."""
-        self._in_headers = False
         self.app = self._admit()
         super().on_headers_complete()
+
+    def _header_section_bytes(self) -> int:
+        """The URL and header fields as sent (counted only when the bytes read while the
+        headers came in could be over the limit, so a usual request costs no loop)."""
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
 
     def on_message_complete(self) -> None:
         self._disarm_deadline()
@@ -198,15 +202,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
 
     def _admit(self) -> ASGIApp:
-        if len(self.connections) > self.limits.max_connections:
-            return self._too_many_connections
-        if len(self.tasks) >= self.limits.max_concurrent_requests:
-            return self._too_many_requests
         size = self._body_size()
-        if not self.limits.body_budget.reserve(size):
-            return self._bodies_too_large
-        self._reserved += size  # a pipelined request adds to the one before it
-        return self._app
+        if self._beyond_cap:
+            refusal = self._too_many_connections
+        elif len(self.tasks) >= self.limits.max_concurrent_requests:
+            refusal = self._too_many_requests
+        elif not self.limits.body_budget.reserve(size):
+            refusal = self._bodies_too_large
+        else:
+            self._reserved += size  # a pipelined request adds to the one before it
+            return self._app
+        log.warning("answered 503 to %s: %s", _peer(self.client), refusal.message)
+        return refusal
 
     def _body_size(self) -> int:
         """The bytes this request's body may take: its Content-Length, 0 when that is over

@@ -170,24 +170,24 @@ def test_a_huge_header_sent_in_pieces_gets_431_before_it_is_all_sent(
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: ")
         sent, received = 0, b""
         with contextlib.suppress(ConnectionError):
-            while sent < 64 * MAX_HEADER_BYTES and not received:
+            while sent < 8 * MAX_HEADER_BYTES and not received:
                 sock.sendall(b"b" * 16384)
                 sent += 16384
                 received = received_so_far(sock)
-        assert sent < 8 * MAX_HEADER_BYTES
+        assert received, f"no answer after {sent} bytes of one header field"
         received += received_until_closed(sock, limit=SLACK)
         assert received.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
 
 
 def received_so_far(sock: ssl.SSLSocket) -> bytes:
-    """What the server has sent already, without waiting."""
-    sock.setblocking(False)
+    """What the server has sent within 50 ms (b"" if nothing; b"EOF" if it closed)."""
+    sock.settimeout(0.05)
     try:
         return sock.recv(65536) or b"EOF"
-    except ssl.SSLWantReadError:
+    except TimeoutError:
         return b""
     finally:
-        sock.setblocking(True)
+        sock.settimeout(10)
 
 
 def test_too_many_header_fields_get_431(service: RunningService) -> None:
