@@ -284,8 +284,10 @@ class Enum:
 
 
 def _not_a_string(what: str, key: str, value: Any) -> str:
+    shown = quote(value)
+    quoted = shown if shown.startswith('"') else f'"{shown}"'  # a YAML date is quoted already
     return (f"{what} values must be strings, got {describe(value)}: "
-            f"quote it in YAML ({field_name(key)}: \"{quote(value)}\")")
+            f"quote it in YAML ({field_name(key)}: {quoted})")
 
 
 @dataclass(frozen=True)
