@@ -60,11 +60,6 @@ def is_label_key(key: str) -> bool:
     return "/" in key and _PREFIXED_LABEL_KEY.fullmatch(key) is not None
 
 
-def is_label_value(value: str) -> bool:
-    """Whether `value` is a label value (`label_value_problems(value)` is empty), quickly."""
-    return _VALID_LABEL_VALUE.fullmatch(value) is not None
-
-
 def qualified_name_problem_count(key: str) -> int:
     """`len(qualified_name_problems(key))`, without writing the problems."""
     if is_label_key(key):

@@ -2,7 +2,17 @@
 
 import pytest
 
-from app.labels import dns1123_subdomain_problems, label_value_problems, qualified_name_problems
+from app.labels import (
+    DNS1123_SUBDOMAIN_MAX_LENGTH,
+    dns1123_subdomain_problems,
+    is_label_key,
+    label_value_problems,
+    match_dns1123_subdomain,
+    match_label_value,
+    match_plain_label_key,
+    qualified_name_problem_count,
+    qualified_name_problems,
+)
 
 QUALIFIED_NAMES = [
     # Kubernetes' TestIsQualifiedName success cases
@@ -164,6 +174,32 @@ DNS1123_SUBDOMAINS = [
 def test_dns1123_subdomain(name, valid):
     problems = dns1123_subdomain_problems(name)
     assert (problems == []) is valid, problems
+
+
+# The quick checks validation tries first agree with the full ones, case by case.
+KEYS = [key for key, _ in QUALIFIED_NAMES] + ["a/" + "b" * 64, "/", "a/-", "Ab/c", "x" * 300]
+
+
+@pytest.mark.parametrize("key", KEYS, ids=[repr(k)[:40] for k in KEYS])
+def test_quick_label_key_checks_agree(key):
+    problems = qualified_name_problems(key)
+    assert is_label_key(key) is (problems == [])
+    assert qualified_name_problem_count(key) == len(problems)
+    if match_plain_label_key(key) is not None:
+        assert problems == [] and "/" not in key
+
+
+@pytest.mark.parametrize("value", [value for value, _ in LABEL_VALUES],
+                         ids=[repr(v)[:40] for v, _ in LABEL_VALUES])
+def test_quick_label_value_check_agrees(value):
+    assert (match_label_value(value) is not None) is (label_value_problems(value) == [])
+
+
+@pytest.mark.parametrize("name", [name for name, _ in DNS1123_SUBDOMAINS],
+                         ids=[repr(n)[:40] for n, _ in DNS1123_SUBDOMAINS])
+def test_quick_name_check_agrees(name):
+    quick = len(name) <= DNS1123_SUBDOMAIN_MAX_LENGTH and match_dns1123_subdomain(name) is not None
+    assert quick is (dns1123_subdomain_problems(name) == [])
 
 
 def test_at_least_sixty_cases():

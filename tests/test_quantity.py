@@ -10,6 +10,7 @@ from app.quantity import (
     QUANTITY_PATTERN,
     QuantityError,
     decimal_places,
+    integer_quantity,
     is_quantity,
     parse_quantity,
 )
@@ -71,6 +72,21 @@ def test_the_table_is_large_and_has_no_duplicates():
     texts = [text for text, _ in TABLE]
     assert len(texts) >= 120
     assert len(set(texts)) == len(texts)
+
+
+WHOLE = ["0", "1", "217Ki", "64Mi", "1Gi", "5Ei", "1k", "3E", "007", "9" * 30 + "Ei"]
+
+
+@pytest.mark.parametrize("text", [text for text, _ in TABLE] + WHOLE + ["9" * 31],
+                         ids=TABLE_IDS + WHOLE[:-1] + ["30-nines-Ei", "31-nines"])
+def test_integer_quantity_is_the_exact_value_or_nothing(text):
+    """The quick path validation tries first: digits and a suffix that keeps them whole."""
+    value = integer_quantity(text)
+    if value is not None:
+        assert isinstance(value, int)
+        assert parse_quantity(text).value == value
+    if text in WHOLE:
+        assert value is not None
 
 
 @pytest.mark.parametrize(("text", "valid"), TABLE, ids=TABLE_IDS)
