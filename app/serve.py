@@ -134,6 +134,7 @@ def _bind(address: Address, family: int, sockaddr: tuple[Any, ...]) -> socket.so
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(not every_address))
         sock.bind(sockaddr)
+        sock.listen(BACKLOG)  # SO_REUSEADDR lets a second bind pass: only listen() tells
     except OSError as error:
         sock.close()
         shown = _show(sockaddr)
@@ -238,9 +239,14 @@ def _listeners(settings: Settings, service: Service, tls: ReloadingTLS) -> list[
               service.health_app),
              ("/metrics", "--metrics-bind-address", settings.metrics_bind_address,
               settings.metrics_address, service.metrics_app))
+    taken = {port: f"--port {port}"}
     try:
         for what, flag, given, address, app in plain:
             if address is not None:
+                if address[1] in taken:
+                    raise ValueError(f"{flag} {given}: port {address[1]} is {taken[address[1]]} "
+                                     f"already: give {flag} a port of its own")
+                taken[address[1]] = f"{flag} {given}"
                 sockets = bind_sockets(Address(*address, f"{flag} {given}", flag))
                 listeners.append(Listener(what, _config(app, settings, lifespan=False),
                                           sockets))
@@ -310,7 +316,8 @@ class _Signals:
 
 
 async def _drain(listener: Listener, deadline: float, now: asyncio.Event) -> None:
-    """Stop accepting, then wait for the connections to finish until `deadline`."""
+    """Stop accepting, then wait for the connections to finish until `deadline`, or until
+    `now` is set."""
     listener.stop_accepting()
     while listener.busy() and not now.is_set():
         remaining = deadline - time.monotonic()
@@ -319,9 +326,10 @@ async def _drain(listener: Listener, deadline: float, now: asyncio.Event) -> Non
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(now.wait(), min(remaining, 0.05))
     if listener.busy():
-        log.warning("%d connections and %d requests still open at the end of the shutdown "
-                    "grace period: closed", len(listener.state.connections),
-                    len(listener.state.tasks))
+        when = "on the second signal" if now.is_set() else (
+            "at the end of the shutdown grace period")
+        log.warning("%d connections and %d requests still open %s: closed",
+                    len(listener.state.connections), len(listener.state.tasks), when)
         listener.close_all()
 
 

@@ -147,3 +147,13 @@ def test_every_address_means_ipv4_and_ipv6(tmp_path: Path) -> None:
         assert expected in service.log()
     finally:
         stop_service(service)
+
+
+def test_a_probe_port_equal_to_another_of_ours_is_a_usage_error(tmp_path: Path) -> None:
+    port = free_port()
+    result = run_cli("serve", "--host", "127.0.0.1", "--port", str(port),
+                     "--certs-dir", str(tmp_path / "certs"),
+                     "--metrics-bind-address", f":{port}")
+    assert result.returncode == 2, result.stderr
+    assert (f"--metrics-bind-address :{port}: port {port} is --port {port} already: give "
+            "--metrics-bind-address a port of its own") in result.stderr
