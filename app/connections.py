@@ -16,6 +16,7 @@ here, in the protocol, where the bytes arrive:
 """
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -63,20 +64,6 @@ class BodyBudget:
         self.in_use -= size
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What every connection of one listener is held to."""
-
-    request_read_timeout: float
-    max_connections: int
-    max_concurrent_requests: int
-    max_body_bytes: int
-    body_budget: BodyBudget = field(compare=False)
-    max_url_bytes: int = MAX_URL_BYTES
-    max_header_bytes: int = MAX_HEADER_BYTES
-    max_headers: int = MAX_HEADERS
-
-
 class Unavailable:
     """An app that answers 503 with `message`, and closes the connection."""
 
@@ -95,6 +82,35 @@ class Unavailable:
         await send(self._body)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What every connection of one listener is held to."""
+
+    request_read_timeout: float
+    max_connections: int
+    max_concurrent_requests: int
+    max_body_bytes: int
+    body_budget: BodyBudget = field(compare=False)
+    max_url_bytes: int = MAX_URL_BYTES
+    max_header_bytes: int = MAX_HEADER_BYTES
+    max_headers: int = MAX_HEADERS
+
+    @functools.cached_property
+    def too_many_connections(self) -> Unavailable:
+        return Unavailable(f"more than {self.max_connections} open connections "
+                           "(--max-connections): retry on another connection later")
+
+    @functools.cached_property
+    def too_many_requests(self) -> Unavailable:
+        return Unavailable(f"more than {self.max_concurrent_requests} requests in progress "
+                           "(--max-concurrent-requests): retry later")
+
+    @functools.cached_property
+    def bodies_too_large(self) -> Unavailable:
+        return Unavailable(f"request bodies being received hold {self.body_budget.limit} "
+                           "bytes already: retry later")
+
+
 class _Refused(Exception):
     """Raised in a parser callback to stop parsing a request that is answered already."""
 
@@ -108,15 +124,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
         self._app: ASGIApp = self.app
-        self._too_many_connections = Unavailable(
-            f"more than {limits.max_connections} open connections (--max-connections): "
-            "retry on another connection later")
-        self._too_many_requests = Unavailable(
-            f"more than {limits.max_concurrent_requests} requests in progress "
-            "(--max-concurrent-requests): retry later")
-        self._bodies_too_large = Unavailable(
-            f"request bodies being received hold {limits.body_budget.limit} bytes already: "
-            "retry later")
         self._deadline: asyncio.TimerHandle | None = None
         self._in_headers = False
         self._pending_header_bytes = 0
@@ -203,12 +210,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _admit(self) -> ASGIApp:
         size = self._body_size()
+        limits = self.limits
         if self._beyond_cap:
-            refusal = self._too_many_connections
-        elif len(self.tasks) >= self.limits.max_concurrent_requests:
-            refusal = self._too_many_requests
-        elif not self.limits.body_budget.reserve(size):
-            refusal = self._bodies_too_large
+            refusal = limits.too_many_connections
+        elif len(self.tasks) >= limits.max_concurrent_requests:
+            refusal = limits.too_many_requests
+        elif not limits.body_budget.reserve(size):
+            refusal = limits.bodies_too_large
         else:
             self._reserved += size  # a pipelined request adds to the one before it
             return self._app
