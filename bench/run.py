@@ -127,8 +127,8 @@ class Runner:
                 best[count] = sum(result[count] for result in results)
             self.results[f"{name} {key}"] = best
             rates = " ".join(f"{rps:,.0f}" for rps in best["rounds_rps"])
-            print(f"  {name:<8}{key:<16} closed loop  {describe(best)}\n"
-                  f"  {'':<24} req/s of the {plan.rounds} rounds: {rates}", flush=True)
+            print(f"  {name:<8}{key:<19} closed loop  {describe(best)}\n"
+                  f"  {'':<27} req/s of the {plan.rounds} rounds: {rates}", flush=True)
 
     def latency(self, key: str, service: servers.Server, path: str, bodies: str,
                 rate: int) -> None:
@@ -137,7 +137,7 @@ class Runner:
             result = self._measure(server, path, bodies, rate=rate, seconds=self.plan.seconds,
                                    warmup=self.plan.warmup)
             self.results[f"{name} {key}"] = result
-            print(f"  {name:<8}{key:<16} open loop    {describe(result)}", flush=True)
+            print(f"  {name:<8}{key:<19} open loop    {describe(result)}", flush=True)
 
     def _measure(self, server: servers.Server, path: str, bodies: str, *, rate: int,
                  seconds: float, warmup: float) -> Result:
