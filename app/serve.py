@@ -84,6 +84,12 @@ class Address:
     """The flags as given, e.g. `--port 8443` or `--metrics-bind-address :8080`."""
     change: str
     """What to change when the port is taken, e.g. `--port`."""
+    where: str = ""
+    """The flags to name when the host is the problem (`given` if empty)."""
+
+    @property
+    def host_given(self) -> str:
+        return self.where or self.given
 
 
 def bind_sockets(address: Address) -> list[socket.socket]:
@@ -99,7 +105,7 @@ def bind_sockets(address: Address) -> list[socket.socket]:
         found = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
-        raise ValueError(f"{address.given}: cannot listen on {address.host}: "
+        raise ValueError(f"{address.host_given}: cannot listen on {address.host}: "
                          f"{error.strerror}") from None
     bound: list[socket.socket] = []
     try:
@@ -111,7 +117,7 @@ def bind_sockets(address: Address) -> list[socket.socket]:
             sock.close()
         raise
     if not bound:
-        raise ValueError(f"{address.given}: cannot listen on {address.host}: "
+        raise ValueError(f"{address.host_given}: cannot listen on {address.host}: "
                          "it is an IPv6 address and this machine has no IPv6")
     return bound
 
@@ -127,7 +133,7 @@ def _bind(address: Address, family: int, sockaddr: tuple[Any, ...]) -> socket.so
     except OSError as error:
         if family == socket.AF_INET6 and error.errno == errno.EAFNOSUPPORT:
             raise _NoIPv6 from None
-        raise ValueError(f"{address.given}: cannot listen there: {error.strerror}") from None
+        raise ValueError(f"{address.host_given}: cannot listen there: {error.strerror}") from None
     every_address = address.host == ALL_ADDRESSES
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -143,7 +149,7 @@ def _bind(address: Address, family: int, sockaddr: tuple[Any, ...]) -> socket.so
                              f"running?): stop it or choose another {address.change}") from None
         if family == socket.AF_INET6 and every_address and error.errno == errno.EADDRNOTAVAIL:
             raise _NoIPv6 from None
-        raise ValueError(f"{address.given}: cannot listen on {shown}: "
+        raise ValueError(f"{address.host_given}: cannot listen on {shown}: "
                          f"{error.strerror or error}") from None
     return sock
 
@@ -231,8 +237,8 @@ def _listeners(settings: Settings, service: Service, tls: ReloadingTLS) -> list[
     port = settings.port
     listeners = [Listener("the webhooks, /healthz, /readyz and /metrics",
                           _config(service.app, settings, lifespan=True),
-                          bind_sockets(Address(settings.host, port,
-                                               f"--port {port}", "--port")),
+                          bind_sockets(Address(settings.host, port, f"--port {port}", "--port",
+                                               f"--host {settings.host} --port {port}")),
                           tls.context)]
     plain = (("/healthz and /readyz", "--health-probe-bind-address",
               settings.health_probe_bind_address, settings.health_probe_address,
