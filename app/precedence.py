@@ -52,19 +52,23 @@ policy that takes precedence first. Names are unique, so the pairs are never com
 they are there so that a lookup matches without touching the Policy."""
 
 SelectorsKey = tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]]]
+Anchor = tuple[Pair, ...]
+"""Where a group is filed: its two rarest pairs, its only pair, or () if it has none."""
 
 
 class PolicyIndex:
     """The current policies, indexed for matching. Safe to share between threads.
 
     Policies with equal selectors form a group: they apply to the same VMIs, and the one
-    whose name sorts first takes precedence among them, so only it is indexed. Each group
-    is filed under one of its selector pairs, its anchor: the pair that the fewest groups
-    share. A VMI can only match a group whose anchor is among its own and its namespace's
-    labels, so a lookup checks just the groups anchored there. Each anchor's bucket is
-    sorted by precedence: a lookup stops in a bucket at its first match, or as soon as the
-    rest cannot beat the best match found. Anchors are chosen when a group is created,
-    from the counts of that moment; building the index from a whole list counts first.
+    that takes precedence among them is the only one a lookup needs. Each group is filed
+    under its anchor: the two of its selector pairs that the fewest groups share (or its
+    one pair). A VMI can only match a group whose anchor pairs are all among its own and
+    its namespace's labels, so a lookup checks just the buckets of those pairs and pairs of
+    pairs: however many groups share a common label, or even two, only the few that share
+    the VMI's two rarest-used labels are looked at. Each bucket is sorted by precedence; a
+    lookup stops in it at its first match, or when the rest cannot beat the best so far.
+    Anchors are chosen when a group is created, from the counts of that moment; building
+    the index from a whole list counts first.
     """
 
     def __init__(self, mode: Precedence, policies: Iterable[Policy] = ()) -> None:
@@ -74,9 +78,10 @@ class PolicyIndex:
         self._entries: dict[str, Entry] = {}
         self._group_of: dict[str, SelectorsKey] = {}
         self._groups: dict[SelectorsKey, list[Entry]] = {}
-        self._anchor: dict[SelectorsKey, Pair | None] = {}
+        self._anchor: dict[SelectorsKey, Anchor] = {}
         self._pair_counts: Counter[Pair] = Counter()
-        self._buckets_by_pair: dict[Pair | None, list[Entry]] = {}
+        self._buckets: dict[Pair | None, dict[Pair | None, list[Entry]]] = {}
+        """Buckets by an anchor's first pair, then its second; None where it has fewer."""
         policies = {policy.name: policy for policy in policies}
         groups = {policy.selectors_key(): policy for policy in policies.values()
                   if policy.has_selectors}
@@ -120,16 +125,30 @@ class PolicyIndex:
             pairs = list(_pairs(policy))
             if not counted:
                 self._pair_counts.update(pairs)
-            anchor = min(pairs, key=lambda pair: (self._pair_counts[pair], pair), default=None)
+            pairs.sort(key=lambda pair: (self._pair_counts[pair], pair))
+            anchor = tuple(pairs[:2])
             self._anchor[group_key] = anchor
-            bisect.insort(self._buckets_by_pair.setdefault(anchor, []), entry)
+            bisect.insort(self._bucket(anchor, create=True), entry)
             return
         best = group[0]
         bisect.insort(group, entry)
         if group[0] is not best:
-            bucket = self._buckets_by_pair[self._anchor[group_key]]
+            bucket = self._bucket(self._anchor[group_key])
             _remove_sorted(bucket, best)
             bisect.insort(bucket, entry)
+
+    def _bucket(self, anchor: Anchor, *, create: bool = False) -> list[Entry]:
+        first, second = (*anchor, None, None)[:2]
+        if create:
+            return self._buckets.setdefault(first, {}).setdefault(second, [])
+        return self._buckets[first][second]
+
+    def _drop_bucket(self, anchor: Anchor) -> None:
+        first, second = (*anchor, None, None)[:2]
+        seconds = self._buckets[first]
+        del seconds[second]
+        if not seconds:
+            del self._buckets[first]
 
     def _remove(self, name: str) -> None:
         policy = self._policies.pop(name, None)
@@ -143,32 +162,42 @@ class PolicyIndex:
         if not was_best:
             return
         anchor = self._anchor[group_key]
-        bucket = self._buckets_by_pair[anchor]
+        bucket = self._bucket(anchor)
         _remove_sorted(bucket, entry)
         if group:
             bisect.insort(bucket, group[0])
             return
         del self._groups[group_key], self._anchor[group_key]
         if not bucket:
-            del self._buckets_by_pair[anchor]
+            self._drop_bucket(anchor)
         for pair in _pairs(policy):
             self._pair_counts[pair] -= 1
             if self._pair_counts[pair] <= 0:
                 del self._pair_counts[pair]
 
-    def _buckets(
+    def _candidate_buckets(
         self, vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str]
     ) -> Iterator[list[Entry]]:
-        """The buckets of the groups a VMI with these labels may match."""
-        buckets = self._buckets_by_pair
-        match_all = buckets.get(None)
-        if match_all:
-            yield match_all
-        for source, labels in ((_VMI, vmi_labels), (_NS, ns_labels)):
-            for key, value in labels.items():
-                bucket = buckets.get((source, key, value))
-                if bucket:
-                    yield bucket
+        """The buckets of the groups a VMI with these labels may match: those whose anchor
+        pairs are all among the labels."""
+        buckets = self._buckets
+        pairs: list[Pair | None] = [(_VMI, key, value) for key, value in vmi_labels.items()]
+        pairs += [(_NS, key, value) for key, value in ns_labels.items()]
+        present = set(pairs)
+        present.add(None)
+        for first in (None, *pairs):
+            seconds = buckets.get(first)
+            if seconds is None:
+                continue
+            if len(seconds) <= len(present):
+                for second, bucket in seconds.items():
+                    if second in present:
+                        yield bucket
+            else:
+                for second in present:
+                    bucket = seconds.get(second)
+                    if bucket is not None:
+                        yield bucket
 
     def applicable(
         self, vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str]
@@ -178,7 +207,7 @@ class PolicyIndex:
             policies = self._policies
             entries = sorted(
                 member
-                for bucket in self._buckets(vmi_labels, ns_labels)
+                for bucket in self._candidate_buckets(vmi_labels, ns_labels)
                 for entry in bucket
                 if _matches(entry, vmi_labels, ns_labels)
                 for member in self._groups[self._group_of[entry[1]]]
@@ -188,16 +217,9 @@ class PolicyIndex:
     def winner(self, vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str]) -> Policy | None:
         """The policy that takes precedence for a VMI with these labels, if any applies."""
         with self._lock:
-            buckets = self._buckets_by_pair
-            best = _best_in(buckets.get(None), None, vmi_labels, ns_labels)
-            for key, value in vmi_labels.items():
-                bucket = buckets.get((_VMI, key, value))
-                if bucket is not None:
-                    best = _best_in(bucket, best, vmi_labels, ns_labels)
-            for key, value in ns_labels.items():
-                bucket = buckets.get((_NS, key, value))
-                if bucket is not None:
-                    best = _best_in(bucket, best, vmi_labels, ns_labels)
+            best: Entry | None = None
+            for bucket in self._candidate_buckets(vmi_labels, ns_labels):
+                best = _best_in(bucket, best, vmi_labels, ns_labels)
             return None if best is None else self._policies[best[1]]
 
     def with_same_selectors(self, policy: Policy) -> list[str]:
@@ -215,17 +237,16 @@ def _pairs(policy: Policy) -> Iterator[Pair]:
 
 
 def _best_in(
-    bucket: list[Entry] | None, best: Entry | None,
+    bucket: list[Entry], best: Entry | None,
     vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str],
 ) -> Entry | None:
     """The better of `best` and the bucket's first match: stops at that match, or where the
     rest of the sorted bucket cannot beat `best`."""
-    if bucket:
-        for entry in bucket:
-            if best is not None and entry >= best:
-                break
-            if _matches(entry, vmi_labels, ns_labels):
-                return entry
+    for entry in bucket:
+        if best is not None and entry >= best:
+            break
+        if _matches(entry, vmi_labels, ns_labels):
+            return entry
     return best
 
 
