@@ -8,6 +8,7 @@ the JSON format makes them fields of the line's object, beside `ts`, `level`, `l
 """
 
 import logging
+import re
 import sys
 from typing import Any, TextIO
 
@@ -24,6 +25,11 @@ _ESCAPES.update({
     if code not in _ESCAPES
 })
 _TRANSLATION = str.maketrans(_ESCAPES)
+_PLAIN_TOKEN = re.compile(
+    "[^" + "".join(f"\\u{code:04x}" for code in (*_ESCAPES, ord(" "), ord('"'), ord("=")))
+    + "]+"
+).fullmatch
+"""Whether a string needs neither escapes nor quotes as a `key=value` token."""
 
 _RECORD_ATTRIBUTES = frozenset(
     vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None))
@@ -62,7 +68,10 @@ def field_value(value: object) -> str:
         return {True: "true", False: "false", None: "null"}[value]
     if isinstance(value, int | float):
         return str(value)
-    text = escape(str(value))
+    text = str(value)
+    if _PLAIN_TOKEN(text):  # the common case, a name or a uid: one regex match, no copy
+        return text
+    text = escape(text)
     if not text or any(char in text for char in ' "='):
         return '"' + text.replace('"', '\\"') + '"'
     return text

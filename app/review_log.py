@@ -32,8 +32,8 @@ class ReviewLog:
         self.json = format is LoggingFormat.JSON
         self.stream = stream if stream is not None else sys.stderr
         self._lines: list[str] = []
-        self._second = -1
-        self._stamp = ""
+        self._second = self._iso_second = -1
+        self._stamp = self._iso_stamp = ""
 
     def answered(
         self, *, uid: str, webhook: str, operation: str, namespace: str, name: str,
@@ -45,7 +45,7 @@ class ReviewLog:
         now = time.time()
         if self.json:
             line = orjson.dumps({
-                "ts": datetime.fromtimestamp(now, UTC).isoformat(), "level": "info",
+                "ts": self._iso_timestamp(now), "level": "info",
                 "logger": LOGGER, "msg": "answered", "uid": uid, "webhook": webhook,
                 "operation": operation, "namespace": namespace, "name": name,
                 "allowed": allowed, "policy": policy, "causes": causes,
@@ -79,6 +79,14 @@ class ReviewLog:
         finally:
             with contextlib.suppress(ValueError, OSError):  # the stream may be closed
                 self.flush()
+
+    def _iso_timestamp(self, now: float) -> str:
+        """As the JSON lines' `ts` (`2026-12-02T17:23:26.123456+00:00`), the second made once."""
+        second = int(now)
+        if second != self._iso_second:
+            self._iso_second = second
+            self._iso_stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._iso_stamp}.{int((now - second) * 1_000_000):06d}+00:00"
 
     def _timestamp(self, now: float) -> str:
         """As logging's default asctime (`2026-12-02 17:23:26,123`), the second made once."""
