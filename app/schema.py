@@ -13,6 +13,7 @@ new values are iterative, safe at any depth.
 """
 
 import difflib
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -242,7 +243,7 @@ class Quantity:
             )
             return
         hint = ""
-        if isinstance(value, float) and value == value and abs(value) != float("inf"):
+        if isinstance(value, float) and math.isfinite(value):
             hint = f" (write it as a string: \"{value}\")"
         example = self.example if self.example.startswith('"') else f'"{self.example}"'
         ctx.findings.add(
