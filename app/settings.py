@@ -6,9 +6,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.feature_gates import KNOWN_FEATURE_GATES
-from app.labels import dns1123_subdomain_problems
-from app.precedence import Precedence
+from app.k8s.labels import dns1123_subdomain_problems
+from app.policy.feature_gates import KNOWN_FEATURE_GATES
+from app.policy.precedence import Precedence
 
 DEFAULT_ANNOTATION_PREFIX = "migrations.kubevirt.io/"
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024

@@ -17,12 +17,12 @@ from fastapi import FastAPI, Request, Response
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from app.admission import encode_review, parse_review
-from app.precedence import Precedence
-from app.server import create_service
+from app.admission.handlers import VALIDATE_PATH, build_handlers
+from app.admission.review import encode_review, parse_review
+from app.policy.precedence import Precedence
+from app.serving.app import create_service
 from app.settings import Settings
 from app.state.files import DirectoryState
-from app.webhooks import VALIDATE_PATH, build_handlers
 
 REPO = Path(__file__).resolve().parent.parent
 BODY = (REPO / "samples" / "reviews" / "policy-valid-example.json").read_bytes()

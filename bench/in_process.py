@@ -15,12 +15,12 @@ from typing import Any, TypeVar
 import cluster
 import orjson
 
-from app.admission import encode_review, parse_review
-from app.policy import policy_from_object
-from app.policy_validation import validate_policy
-from app.precedence import PolicyIndex
+from app.admission.handlers import MigrationStamper, PolicyValidator
+from app.admission.review import encode_review, parse_review
+from app.policy.model import policy_from_object
+from app.policy.precedence import PolicyIndex
+from app.policy.validation import validate_policy
 from app.settings import KUBE_STATE, Settings
-from app.webhooks import MigrationStamper, PolicyValidator
 
 T = TypeVar("T")
 

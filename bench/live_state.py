@@ -33,12 +33,12 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from conftest import RunningService, start_service, stop_service  # noqa: E402
 from kubeapi import MIGRATION_POLICIES, NAMESPACES, VMIS, KubeApiServer  # noqa: E402
 
-from app.admission import AdmissionRequest, parse_review  # noqa: E402
-from app.precedence import PolicyIndex  # noqa: E402
+from app.admission.handlers import MUTATE_PATH, MigrationStamper  # noqa: E402
+from app.admission.review import AdmissionRequest, parse_review  # noqa: E402
+from app.policy.precedence import PolicyIndex  # noqa: E402
 from app.settings import KUBE_STATE, Settings  # noqa: E402
 from app.state.kube import KubeState  # noqa: E402
 from app.state.kube_api import KubeApi  # noqa: E402
-from app.webhooks import MUTATE_PATH, MigrationStamper  # noqa: E402
 
 ENVS = ("prod", "staging", "dev")
 TIERS = ("gold", "silver", "bronze")

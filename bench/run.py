@@ -33,8 +33,8 @@ sys.path.append(str(cluster.REPO / "tests"))
 
 from kubeapi import MIGRATION_POLICIES, NAMESPACES, VMIS, KubeApiServer
 
-from app.tls import ensure_dev_certificates
-from app.webhooks import MUTATE_PATH, VALIDATE_PATH
+from app.admission.handlers import MUTATE_PATH, VALIDATE_PATH
+from app.serving.tls import ensure_dev_certificates
 
 Result = dict[str, Any]
 

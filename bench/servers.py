@@ -1,7 +1,7 @@
 """Start and stop the two servers the benchmark compares, each alone on the server CPU.
 
 Both are started as a user starts them and serve the same certificate (the development CA
-and `localhost` certificate of `app.tls.ensure_dev_certificates`, made once per run):
+and `localhost` certificate of `app.serving.tls.ensure_dev_certificates`, made once per run):
 - the floor, `bench/floor.py` on uvicorn with httptools and uvloop;
 - the service, `python -m app serve --host 127.0.0.1 --port P --certs-dir DIR ...` as
   tests/conftest.py `start_service` runs it, at its default log level.

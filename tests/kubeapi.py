@@ -46,7 +46,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import orjson
 import yaml
 
-from app.certificates import KeyType, make_ca, make_serving_certificate, write_private
+from app.serving.certificates import KeyType, make_ca, make_serving_certificate, write_private
 
 Object = dict[str, Any]
 JSON = "application/json"

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from app.webhook_config import webhook_configurations
-from app.webhooks import MUTATE_PATH, VALIDATE_PATH
+from app.admission.configurations import webhook_configurations
+from app.admission.handlers import MUTATE_PATH, VALIDATE_PATH
 
 SERVICE_NAMES = [
     "hook.team-a.svc",

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import SAMPLE_REVIEWS, SAMPLES, run_cli
 
-from app.cli import build_parser, settings_from
+from app.commands.cli import build_parser, settings_from
 from app.settings import Enforcement, LoggingFormat, LogLevel, Settings, parse_bind_address
 
 POLICIES = SAMPLES / "policies"

@@ -24,7 +24,7 @@ from raw_clients import (
     tls_connect,
 )
 
-from app.connections import BODY_BUDGET_BYTES, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES
+from app.serving.connections import BODY_BUDGET_BYTES, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES
 
 READ_TIMEOUT = 1.0
 KEEP_ALIVE = 3.0

@@ -20,10 +20,10 @@ import pytest
 import yaml
 from conftest import REPO, SAMPLE_REVIEWS, SAMPLES
 
-from app.feature_gates import KNOWN_FEATURE_GATES
-from app.findings import Findings
-from app.policy_validation import GROUP, KIND, RESOURCE, VERSIONS, validate_policy
-from app.quantity import QUANTITY_PATTERN
+from app.k8s.quantity import QUANTITY_PATTERN
+from app.policy.feature_gates import KNOWN_FEATURE_GATES
+from app.policy.findings import Findings
+from app.policy.validation import GROUP, KIND, RESOURCE, VERSIONS, validate_policy
 
 CRD_FILE = REPO / "manifests" / "crd.yaml"
 EXCLUSIVE_RULE = "!(has(self.stallDetector) && has(self.downtimeTuning))"

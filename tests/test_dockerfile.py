@@ -19,7 +19,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from app.cli import build_parser
+from app.commands.cli import build_parser
 
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
@@ -155,7 +155,7 @@ def test_entrypoint_is_the_console_script_and_cmd_serves_the_cluster() -> None:
     stage = final_stage()
     assert only(stage, "ENTRYPOINT").exec_form() == [CONSOLE_SCRIPT]
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts[CONSOLE_SCRIPT] == "app.cli:main"
+    assert scripts[CONSOLE_SCRIPT] == "app.commands.cli:main"
     cmd = only(stage, "CMD").exec_form()
     assert cmd == ["serve", "--state", "kube"]
     assert build_parser().parse_args(cmd).state == "kube"
@@ -216,7 +216,7 @@ def test_the_context_holds_what_the_builder_copies_and_no_secrets() -> None:
         for source in sources:
             assert any(f == source or f.startswith(source.rstrip("/") + "/") for f in context), (
                 f"COPY {source}: not in the build context")
-    assert "app/cli.py" in context
+    assert "app/commands/cli.py" in context
     for path in context:
         assert not path.startswith(("certs/", ".venv/", ".git/", "tests/")), path
         assert not path.endswith((".key", ".pyc")), path
@@ -242,4 +242,4 @@ def test_the_wheel_built_from_the_context_holds_the_whole_app(tmp_path: Path) ->
                             if n.endswith(".dist-info/entry_points.txt"))
     modules = {str(path.relative_to(REPO)) for path in (REPO / "app").rglob("*.py")}
     assert modules <= names, sorted(modules - names)
-    assert f"{CONSOLE_SCRIPT} = app.cli:main" in entry_points
+    assert f"{CONSOLE_SCRIPT} = app.commands.cli:main" in entry_points

@@ -25,11 +25,11 @@ from conftest import SAMPLE_REVIEWS, RunningService, start_service, stop_service
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.admission import encode_review, invalid
-from app.findings import MAX_CAUSES, MAX_WARNING_LENGTH, MAX_WARNINGS, SUMMARY_BUDGET
-from app.json_values import OutOfRangeNumber
-from app.policy import policy_from_object
-from app.policy_validation import validate_policy
+from app.admission.review import encode_review, invalid
+from app.k8s.json_values import OutOfRangeNumber
+from app.policy.findings import MAX_CAUSES, MAX_WARNING_LENGTH, MAX_WARNINGS, SUMMARY_BUDGET
+from app.policy.model import policy_from_object
+from app.policy.validation import validate_policy
 
 LONG = os.environ.get("FUZZ_LONG") == "1"
 HTTP_EXAMPLES = 2000 if LONG else 60

@@ -4,11 +4,11 @@ import json
 
 from conftest import SAMPLE_CLUSTER, SAMPLE_REVIEWS
 
-from app.admission import parse_review
-from app.precedence import Precedence
+from app.admission.handlers import MUTATE_PATH, VALIDATE_PATH, build_handlers
+from app.admission.review import parse_review
+from app.policy.precedence import Precedence
 from app.settings import Settings
 from app.state.files import DirectoryState
-from app.webhooks import MUTATE_PATH, VALIDATE_PATH, build_handlers
 
 
 def handlers() -> dict:

@@ -3,8 +3,8 @@
 Each test starts the API fixture (`kubeapi.KubeApiServer` with `kubeapi_admission.AdmissionFront`:
 discovery, OpenAPI, create/apply/get/delete of MigrationPolicies, and the validating webhook
 called over TLS as the API server calls it), registers the ValidatingWebhookConfiguration the
-project ships (`app/webhook_config.py`) pointed at the real service, started as in a cluster
-with `--state kube` against the same fixture, and runs `kubectl` with a kubeconfig for it.
+project ships (`app/admission/configurations.py`) pointed at the real service, started as in
+a cluster with `--state kube` against the same fixture, and runs `kubectl` with a kubeconfig for it.
 Assertions are on what kubectl prints and its exit code, and on what reached the webhook.
 """
 
@@ -33,8 +33,8 @@ from kubeapi import MIGRATION_POLICIES, KubeApiServer
 from kubeapi_admission import AdmissionFront, Webhook
 from test_crd_schema import openapi_schema, schema_errors, to_json_schema
 
-from app.certificates import KeyType, make_ca
-from app.webhook_config import webhook_configurations
+from app.admission.configurations import webhook_configurations
+from app.serving.certificates import KeyType, make_ca
 
 KUBECTL = shutil.which("kubectl")
 needs_kubectl = pytest.mark.skipif(

@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.labels import (
+from app.k8s.labels import (
     DNS1123_SUBDOMAIN_MAX_LENGTH,
     dns1123_subdomain_problems,
     is_label_key,

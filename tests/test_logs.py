@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from conftest import start_service, stop_service
 
-from app.logs import configure_logging, escape, fields
+from app.serving.logs import configure_logging, escape, fields
 from app.settings import LoggingFormat, LogLevel
 
-FORGED = "x\n2026-01-01 00:00:00,000 INFO app.server: forged"
+FORGED = "x\n2026-01-01 00:00:00,000 INFO app.serving.app: forged"
 
 REVIEW_FIELDS = {
     "uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "webhook": "validate-migrationpolicy",
@@ -37,9 +37,9 @@ def lines(stream: io.StringIO) -> list[str]:
 
 def test_text_shows_fields_as_key_value(logged: io.StringIO) -> None:
     configure_logging(LoggingFormat.TEXT, LogLevel.INFO, logged)
-    logging.getLogger("app.server").info("review answered", extra=fields(**REVIEW_FIELDS))
+    logging.getLogger("app.serving.app").info("review answered", extra=fields(**REVIEW_FIELDS))
     [line] = lines(logged)
-    assert " INFO app.server: review answered " in line
+    assert " INFO app.serving.app: review answered " in line
     assert line.endswith(
         ' uid=705ab4f5-6393-11e8-b7cc-42010a800002 webhook=validate-migrationpolicy '
         'operation=CREATE namespace="" name="my policy" allowed=false policy=null causes=3 '
@@ -48,13 +48,13 @@ def test_text_shows_fields_as_key_value(logged: io.StringIO) -> None:
 
 def test_text_escapes_client_strings_in_message_and_fields(logged: io.StringIO) -> None:
     configure_logging(LoggingFormat.TEXT, LogLevel.INFO, logged)
-    log = logging.getLogger("app.server")
+    log = logging.getLogger("app.serving.app")
     log.info("no such path %s", FORGED, extra=fields(uid=FORGED, name="a\rb\x1b[31m\u2028c"))
     log.warning("plain extra", extra={"user": 'quote " and \\ backslash'})
     first, second = lines(logged)
     assert first.count("INFO") == 3  # the real level and the forged ones, on the same line
     assert "no such path x\\n2026-01-01" in first
-    assert "uid=\"x\\n2026-01-01 00:00:00,000 INFO app.server: forged\"" in first
+    assert "uid=\"x\\n2026-01-01 00:00:00,000 INFO app.serving.app: forged\"" in first
     assert "name=a\\rb\\x1b[31m\\u2028c" in first
     assert second.endswith('plain extra user="quote \\" and \\\\ backslash"')
 
@@ -64,22 +64,22 @@ def test_text_indents_tracebacks(logged: io.StringIO) -> None:
     try:
         raise ValueError(FORGED)
     except ValueError:
-        logging.getLogger("app.server").exception("internal error")
+        logging.getLogger("app.serving.app").exception("internal error")
     first, *rest = lines(logged)
-    assert first.endswith("ERROR app.server: internal error")
+    assert first.endswith("ERROR app.serving.app: internal error")
     assert rest[0] == "    Traceback (most recent call last):"
     assert all(line.startswith("    ") for line in rest)
-    assert rest[-1] == "    2026-01-01 00:00:00,000 INFO app.server: forged"
+    assert rest[-1] == "    2026-01-01 00:00:00,000 INFO app.serving.app: forged"
 
 
 def test_json_one_object_a_line_with_the_fields(logged: io.StringIO) -> None:
     configure_logging(LoggingFormat.JSON, LogLevel.INFO, logged)
-    log = logging.getLogger("app.server")
+    log = logging.getLogger("app.serving.app")
     log.info("review answered", extra=fields(**{**REVIEW_FIELDS, "uid": FORGED, "level": "forged"}))
     log.info("plain extra", extra={"resource": "namespaces"})
     first, second = (json.loads(line) for line in lines(logged))
     assert first["level"] == "info"  # a caller's field does not replace the record's own
-    assert first["logger"] == "app.server"
+    assert first["logger"] == "app.serving.app"
     assert first["msg"] == "review answered"
     assert first["ts"].endswith("+00:00")
     assert first["uid"] == FORGED
@@ -94,7 +94,7 @@ def test_json_carries_the_traceback_in_one_line(logged: io.StringIO) -> None:
     try:
         raise ValueError("boom")
     except ValueError:
-        logging.getLogger("app.server").exception("internal error")
+        logging.getLogger("app.serving.app").exception("internal error")
     [line] = lines(logged)
     record = json.loads(line)
     assert record["level"] == "error"
@@ -127,7 +127,7 @@ def test_serve_logs_json_lines_from_start_to_stop(tmp_path: Path) -> None:
     for record in records:
         assert {"ts", "level", "logger", "msg"} <= record.keys(), record
     loggers = {record["logger"] for record in records}
-    assert "app.tls" in loggers  # the serving certificate, named at start
+    assert "app.serving.tls" in loggers  # the serving certificate, named at start
     assert any(logger.startswith("uvicorn") for logger in loggers)
 
 

@@ -16,11 +16,11 @@ import pytest
 import yaml
 from conftest import REPO, SAMPLE_REVIEWS, free_port, run_cli, start_service, stop_service
 
-from app.certs_command import SECRET_NAME
-from app.cli import build_parser
+from app.admission.configurations import NAME, webhook_configurations
+from app.admission.handlers import MUTATE_PATH, VALIDATE_PATH
+from app.commands.certs import SECRET_NAME
+from app.commands.cli import build_parser
 from app.settings import parse_bind_address
-from app.webhook_config import NAME, webhook_configurations
-from app.webhooks import MUTATE_PATH, VALIDATE_PATH
 
 MANIFESTS = REPO / "manifests"
 BASE = MANIFESTS / "base"

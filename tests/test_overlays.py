@@ -16,10 +16,10 @@ import pytest
 import yaml
 from conftest import REPO
 
-from app.certs_command import SECRET_NAME, service_dns_names
-from app.cli import build_parser
+from app.admission.configurations import NAME
+from app.commands.certs import SECRET_NAME, service_dns_names
+from app.commands.cli import build_parser
 from app.settings import Enforcement
-from app.webhook_config import NAME
 
 MANIFESTS = REPO / "manifests"
 OVERLAYS = MANIFESTS / "overlays"

@@ -7,8 +7,8 @@ import jsonpatch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.mutation import desired_annotations, stamp_patch
-from app.policy import SETTINGS, Policy
+from app.policy.annotations import desired_annotations, stamp_patch
+from app.policy.model import SETTINGS, Policy
 
 PREFIXES = ["migrations.kubevirt.io/", "example.com/", "a~b/"]
 

@@ -6,8 +6,8 @@ from typing import Any
 import orjson
 import pytest
 
-from app.findings import CauseType
-from app.policy_validation import validate_policy
+from app.policy.findings import CauseType
+from app.policy.validation import validate_policy
 
 STALL = "MigrationStallDetection"
 TUNING = "MigrationDowntimeTuning"

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.policy import Policy
-from app.precedence import PolicyIndex, Precedence, precedence_key, winner_by_scan
+from app.policy.model import Policy
+from app.policy.precedence import PolicyIndex, Precedence, precedence_key, winner_by_scan
 
 DOCUMENTED, KUBEVIRT = Precedence.DOCUMENTED, Precedence.KUBEVIRT
 

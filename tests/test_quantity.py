@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 from kubernetes.utils import parse_quantity as kubernetes_client_parse_quantity
 
-from app.quantity import (
+from app.k8s.quantity import (
     QUANTITY_PATTERN,
     QuantityError,
     decimal_places,

@@ -10,7 +10,7 @@ import pytest
 from conftest import SAMPLE_REVIEWS, RunningService, free_port, run_cli, start_service, stop_service
 from raw_clients import get, tls_connect
 
-from app.certificates import load_certificate
+from app.serving.certificates import load_certificate
 
 
 def metric(client: httpx.Client, name: str, **labels: str) -> float:

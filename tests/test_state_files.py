@@ -9,7 +9,7 @@ from conftest import SAMPLE_CLUSTER
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.precedence import Precedence
+from app.policy.precedence import Precedence
 from app.state.files import DirectoryState, StateError, load_snapshot
 
 POLICY = {

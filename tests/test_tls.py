@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import RunningService, run_cli, start_service, stop_service
 
-from app.certificates import KeyType, load_certificate, make_ca, make_client_certificate
-from app.tls import ReloadingTLS, ServingFiles
+from app.serving.certificates import KeyType, load_certificate, make_ca, make_client_certificate
+from app.serving.tls import ReloadingTLS, ServingFiles
 
 SERVICE_NAME = "migration-policy-webhook.migration-policy-webhook.svc"
 RELOAD_DEADLINE = 30.0

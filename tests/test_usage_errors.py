@@ -8,8 +8,8 @@ import httpx
 import pytest
 from conftest import REPO, RunningService, free_port, run_cli
 
-from app.certificates import load_certificate
-from app.tls import ensure_dev_certificates, openssl_serial
+from app.serving.certificates import load_certificate
+from app.serving.tls import ensure_dev_certificates, openssl_serial
 
 
 def serve(*args: str) -> subprocess.CompletedProcess[str]:

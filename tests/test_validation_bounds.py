@@ -1,6 +1,6 @@
 """Validation stays bounded whatever comes in (contract §1, issue 10): capped causes, short
 quotes, answers of at most 256 KiB, any depth; and wrong types and numbers out of range are
-denials naming the field. The answer is built by the real protocol code (app.admission)."""
+denials naming the field. The answer is built by the real protocol code (app.admission.review)."""
 
 import copy
 import json
@@ -9,8 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from app.admission import encode_review, invalid
-from app.findings import (
+from app.admission.review import encode_review, invalid
+from app.k8s.json_values import OutOfRangeNumber
+from app.policy.findings import (
     CAUSES_BUDGET,
     MAX_CAUSES,
     MAX_WARNING_LENGTH,
@@ -21,9 +22,8 @@ from app.findings import (
     describe,
     quote,
 )
-from app.json_values import OutOfRangeNumber
-from app.policy_validation import validate_policy
-from app.schema import json_equal
+from app.policy.schema import json_equal
+from app.policy.validation import validate_policy
 
 MAX_ANSWER = 256 * 1024
 STALL = frozenset({"MigrationStallDetection"})

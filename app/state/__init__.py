@@ -5,7 +5,7 @@ from typing import Protocol
 
 from prometheus_client.registry import Collector
 
-from app.precedence import PolicyIndex
+from app.policy.precedence import PolicyIndex
 
 
 class WouldBlock(Exception):

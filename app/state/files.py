@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.feature_gates import KNOWN_FEATURE_GATES
-from app.manifests import Document, ManifestError, manifest_files, read_documents
-from app.policy import Policy, policy_from_object
-from app.policy_validation import KIND as POLICY_KIND
-from app.policy_validation import validate_policy
-from app.precedence import PolicyIndex, Precedence
+from app.k8s.manifests import Document, ManifestError, manifest_files, read_documents
+from app.policy.feature_gates import KNOWN_FEATURE_GATES
+from app.policy.model import Policy, policy_from_object
+from app.policy.precedence import PolicyIndex, Precedence
+from app.policy.validation import KIND as POLICY_KIND
+from app.policy.validation import validate_policy
 from app.state.metrics import StateCollector, StateFigures
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import urllib3
 from prometheus_client.registry import Collector
 
-from app.precedence import PolicyIndex, Precedence
+from app.policy.precedence import PolicyIndex, Precedence
 from app.settings import Settings
 from app.state import LookupFailed
 from app.state.kube_api import (

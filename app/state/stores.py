@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from app.feature_gates import KNOWN_FEATURE_GATES
-from app.policy import Policy, policy_from_object
-from app.policy_validation import validate_policy
-from app.precedence import PolicyIndex, Precedence
+from app.policy.feature_gates import KNOWN_FEATURE_GATES
+from app.policy.model import Policy, policy_from_object
+from app.policy.precedence import PolicyIndex, Precedence
+from app.policy.validation import validate_policy
 
 log = logging.getLogger(__name__)
 

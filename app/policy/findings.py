@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from app.json_values import OutOfRangeNumber
+from app.k8s.json_values import OutOfRangeNumber
 
 MAX_CAUSES = 100
 """Causes listed; the one after them says how many more problems there are."""

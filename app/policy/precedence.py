@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from enum import StrEnum
 from typing import Any
 
-from app.policy import Policy
+from app.policy.model import Policy
 
 _NS, _VMI = "namespace", "vmi"
 

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.findings import Findings
-from app.manifests import Document, ManifestError, manifest_files, read_documents
-from app.output import Output, dump
-from app.policy import policy_from_object
-from app.policy_validation import KIND as POLICY_KIND
-from app.policy_validation import validate_policy
-from app.precedence import PolicyIndex
+from app.commands.output import Output, dump
+from app.k8s.manifests import Document, ManifestError, manifest_files, read_documents
+from app.policy.findings import Findings
+from app.policy.model import policy_from_object
+from app.policy.precedence import PolicyIndex
+from app.policy.validation import KIND as POLICY_KIND
+from app.policy.validation import validate_policy
 from app.settings import Settings
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.certificates import (
+from app.serving.certificates import (
     KeyType,
     load_certificate,
     make_ca,

@@ -16,12 +16,12 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.metrics import Metrics
-from app.review_endpoint import Receive, ReviewEndpoint, Scope, Send, json_error
-from app.review_log import ReviewLog
+from app.admission.handlers import MUTATE_PATH, VALIDATE_PATH, build_handlers
+from app.serving.metrics import Metrics
+from app.serving.review_endpoint import Receive, ReviewEndpoint, Scope, Send, json_error
+from app.serving.review_log import ReviewLog
 from app.settings import Settings
 from app.state import ClusterState
-from app.webhooks import MUTATE_PATH, VALIDATE_PATH, build_handlers
 
 ENDPOINTS = (f"POST {VALIDATE_PATH}, POST {MUTATE_PATH}, "
              "GET /healthz, GET /readyz, GET /metrics")

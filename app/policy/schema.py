@@ -21,9 +21,8 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from app.findings import CauseType, Findings, describe, field_name, quote, shorten
-from app.json_values import OutOfRangeNumber
-from app.labels import (
+from app.k8s.json_values import OutOfRangeNumber
+from app.k8s.labels import (
     LABEL_VALUE_MAX_LENGTH,
     label_value_problems,
     match_label_value,
@@ -31,13 +30,14 @@ from app.labels import (
     qualified_name_problem_count,
     qualified_name_problems,
 )
-from app.quantity import (
+from app.k8s.quantity import (
     QuantityError,
     decimal_places,
     integer_quantity,
     is_quantity,
     parse_quantity,
 )
+from app.policy.findings import CauseType, Findings, describe, field_name, quote, shorten
 
 INT64_MAX = 2**63 - 1
 _BINARY_SUFFIXES = ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei")

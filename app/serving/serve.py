@@ -1,7 +1,7 @@
 """`serve`: the webhooks over HTTPS, the probes and metrics over plain HTTP, on uvloop.
 
 uvicorn provides the HTTP protocol (httptools) and the ASGI lifespan; the listeners, their
-limits (app/connections.py) and the graceful stop are run here, because uvicorn's `Server`
+limits (app/serving/connections.py) and the graceful stop are run here, because uvicorn's `Server`
 gives a TLS handshake no deadline of ours, binds one host only, and serves one app.
 
 On SIGTERM (or Ctrl+C): readiness turns false at once, the webhook port stops accepting,
@@ -28,11 +28,11 @@ import uvloop
 from uvicorn.lifespan.on import LifespanOn
 from uvicorn.server import ServerState
 
-from app.connections import BODY_BUDGET_BYTES, BodyBudget, LimitedHttpToolsProtocol, Limits
-from app.server import Service, create_service
+from app.serving.app import Service, create_service
+from app.serving.connections import BODY_BUDGET_BYTES, BodyBudget, LimitedHttpToolsProtocol, Limits
+from app.serving.tls import ReloadingTLS, ServingFiles, ensure_dev_certificates
 from app.settings import ALL_ADDRESSES, Settings
 from app.state import ClusterState
-from app.tls import ReloadingTLS, ServingFiles, ensure_dev_certificates
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.admission import (
+from app.admission.review import (
     AdmissionRequest,
     AdmissionResponse,
     allowed,
@@ -15,13 +15,13 @@ from app.admission import (
     invalid,
     patched,
 )
-from app.findings import MAX_WARNING_LENGTH, Cause
-from app.mutation import POLICY_ANNOTATION, stamp_patch
-from app.policy_validation import GROUP as POLICY_GROUP
-from app.policy_validation import KIND as POLICY_KIND
-from app.policy_validation import RESOURCE as POLICY_RESOURCE
-from app.policy_validation import VERSIONS as POLICY_VERSIONS
-from app.policy_validation import validate_policy
+from app.policy.annotations import POLICY_ANNOTATION, stamp_patch
+from app.policy.findings import MAX_WARNING_LENGTH, Cause
+from app.policy.validation import GROUP as POLICY_GROUP
+from app.policy.validation import KIND as POLICY_KIND
+from app.policy.validation import RESOURCE as POLICY_RESOURCE
+from app.policy.validation import VERSIONS as POLICY_VERSIONS
+from app.policy.validation import validate_policy
 from app.settings import Enforcement, Settings
 from app.state import ClusterState, LookupFailed
 

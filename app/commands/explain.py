@@ -5,10 +5,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.command_state import synced_state
-from app.output import Output, dump
-from app.policy import Policy
-from app.precedence import Precedence, precedence_key
+from app.commands.output import Output, dump
+from app.commands.state import synced_state
+from app.policy.model import Policy
+from app.policy.precedence import Precedence, precedence_key
 from app.settings import Settings
 
 EXIT_NOT_FOUND = 1

@@ -13,7 +13,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from app.admission import (
+from app.admission.handlers import Handler, is_enforcement_warning
+from app.admission.review import (
     AdmissionRequest,
     AdmissionResponse,
     BadReview,
@@ -21,11 +22,10 @@ from app.admission import (
     encode_review,
     parse_review,
 )
-from app.metrics import OUTCOMES, Metrics
-from app.mutation import POLICY_ANNOTATION
-from app.review_log import ReviewLog
+from app.policy.annotations import POLICY_ANNOTATION
+from app.serving.metrics import OUTCOMES, Metrics
+from app.serving.review_log import ReviewLog
 from app.state import WouldBlock
-from app.webhooks import Handler, is_enforcement_warning
 
 log = logging.getLogger(__name__)
 

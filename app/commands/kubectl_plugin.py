@@ -14,13 +14,13 @@ from pathlib import Path
 
 from kubernetes.config import ConfigException, list_kube_config_contexts
 
-from app.audit import run_audit
-from app.cli import ONE_SHOT_LOG_LEVEL, add_policy_flags, guarded, settings_from
-from app.explain import run_explain
-from app.lint import lint_files
-from app.logs import configure_logging
-from app.output import Output
-from app.precedence import Precedence
+from app.commands.audit import run_audit
+from app.commands.cli import ONE_SHOT_LOG_LEVEL, add_policy_flags, guarded, settings_from
+from app.commands.explain import run_explain
+from app.commands.lint import lint_files
+from app.commands.output import Output
+from app.policy.precedence import Precedence
+from app.serving.logs import configure_logging
 from app.settings import KUBE_STATE, Settings, default
 
 DEFAULT_KUBECONFIG = "~/.kube/config"

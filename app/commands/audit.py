@@ -11,14 +11,14 @@ from pathlib import Path
 
 import urllib3
 
-from app.command_state import kube_api
-from app.lint import check_policies, print_reports
-from app.manifests import Document, ManifestError, manifest_files, read_documents
-from app.output import Output
-from app.policy import policy_from_object
-from app.policy_validation import KIND as POLICY_KIND
-from app.policy_validation import validate_policy
-from app.precedence import PolicyIndex
+from app.commands.lint import check_policies, print_reports
+from app.commands.output import Output
+from app.commands.state import kube_api
+from app.k8s.manifests import Document, ManifestError, manifest_files, read_documents
+from app.policy.model import policy_from_object
+from app.policy.precedence import PolicyIndex
+from app.policy.validation import KIND as POLICY_KIND
+from app.policy.validation import validate_policy
 from app.settings import KUBE_STATE, Settings
 from app.state.files import StateError
 from app.state.kube_api import MIGRATION_POLICIES, ApiError, TransportErrors

@@ -9,8 +9,14 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from app.feature_gates import MIGRATION_DOWNTIME_TUNING, MIGRATION_STALL_DETECTION
-from app.findings import (
+from app.k8s.labels import (
+    DNS1123_SUBDOMAIN_MAX_LENGTH,
+    dns1123_subdomain_problems,
+    match_dns1123_subdomain,
+)
+from app.k8s.quantity import MEBI, QuantityError, integer_quantity, parse_quantity
+from app.policy.feature_gates import MIGRATION_DOWNTIME_TUNING, MIGRATION_STALL_DETECTION
+from app.policy.findings import (
     MAX_CAUSES,
     MAX_WARNING_LENGTH,
     CauseType,
@@ -19,14 +25,8 @@ from app.findings import (
     field_name,
     quote,
 )
-from app.labels import (
-    DNS1123_SUBDOMAIN_MAX_LENGTH,
-    dns1123_subdomain_problems,
-    match_dns1123_subdomain,
-)
-from app.policy import Policy
-from app.quantity import MEBI, QuantityError, integer_quantity, parse_quantity
-from app.schema import (
+from app.policy.model import Policy
+from app.policy.schema import (
     INT64_MAX,
     Boolean,
     Context,

@@ -9,7 +9,7 @@ over the annotations and copies nothing; the tests check it against `jsonpatch.m
 from collections.abc import Mapping
 from typing import Any
 
-from app.policy import Policy
+from app.policy.model import Policy
 
 POLICY_ANNOTATION = "policy"
 

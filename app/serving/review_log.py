@@ -1,7 +1,7 @@
 """The one log line per answered review, cheap enough for the request path.
 
 Through `logging`'s records and formatters a line costs 20–40 µs, as much as answering the
-review; here it is formatted directly, in the same shape as `app.logs` gives every other
+review; here it is formatted directly, in the same shape as `app.serving.logs` gives every other
 line (text `key=value`, escaped; or one JSON object), and written in batches: the buffer is
 flushed by the event loop every `FLUSH_SECONDS`, when it grows large, and at shutdown.
 """
@@ -16,7 +16,7 @@ from typing import TextIO
 
 import orjson
 
-from app.logs import field_value
+from app.serving.logs import field_value
 from app.settings import LoggingFormat
 
 LOGGER = "app.review"

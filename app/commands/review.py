@@ -7,7 +7,14 @@ from typing import Any
 
 import orjson
 
-from app.admission import (
+from app.admission.handlers import (
+    MIGRATION_RESOURCE,
+    MUTATE_PATH,
+    VALIDATE_PATH,
+    build_handlers,
+    handler_for_resource,
+)
+from app.admission.review import (
     AdmissionRequest,
     AdmissionResponse,
     BadReview,
@@ -15,17 +22,10 @@ from app.admission import (
     encode_review,
     parse_review,
 )
-from app.command_state import synced_state
-from app.manifests import ManifestError, read_documents
+from app.commands.state import synced_state
+from app.k8s.manifests import ManifestError, read_documents
 from app.settings import Settings
 from app.state.files import StateError
-from app.webhooks import (
-    MIGRATION_RESOURCE,
-    MUTATE_PATH,
-    VALIDATE_PATH,
-    build_handlers,
-    handler_for_resource,
-)
 
 EXIT_DENIED = 1
 EXIT_USAGE = 2

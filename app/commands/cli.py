@@ -9,16 +9,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.audit import run_audit
-from app.certs_command import add_certs_parser, run_certs
-from app.command_state import open_state
-from app.explain import run_explain
-from app.lint import lint_files
-from app.logs import configure_logging
-from app.output import Output
-from app.precedence import Precedence
-from app.review_command import run_review
-from app.serve import run_service
+from app.commands.audit import run_audit
+from app.commands.certs import add_certs_parser, run_certs
+from app.commands.explain import run_explain
+from app.commands.lint import lint_files
+from app.commands.output import Output
+from app.commands.review import run_review
+from app.commands.state import open_state
+from app.policy.precedence import Precedence
+from app.serving.logs import configure_logging
+from app.serving.serve import run_service
 from app.settings import (
     BIND_ADDRESS_FORM,
     KUBE_STATE,

@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 from cryptography.hazmat.primitives import serialization
 
-from app.certificates import (
+from app.admission.configurations import NAME, webhook_configurations
+from app.serving.certificates import (
     CertificateError,
     KeyPair,
     KeyType,
@@ -27,7 +28,6 @@ from app.certificates import (
     make_serving_certificate,
     write_private,
 )
-from app.webhook_config import NAME, webhook_configurations
 
 SECRET_NAME = "migration-policy-webhook-tls"
 DEFAULT_DAYS = 365

@@ -13,8 +13,8 @@ from typing import Any, Literal, NamedTuple, NotRequired, TypedDict
 
 import orjson
 
-from app.findings import MAX_WARNING_LENGTH, Findings
-from app.json_values import OutOfRangeNumber
+from app.k8s.json_values import OutOfRangeNumber
+from app.policy.findings import MAX_WARNING_LENGTH, Findings
 
 REVIEW_API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 REVIEW_KIND = "AdmissionReview"

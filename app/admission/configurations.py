@@ -2,10 +2,10 @@
 
 from typing import Any
 
-from app.policy_validation import GROUP as POLICY_GROUP
-from app.policy_validation import RESOURCE as POLICY_RESOURCE
-from app.policy_validation import VERSIONS as POLICY_VERSIONS
-from app.webhooks import MIGRATION_GROUP, MIGRATION_RESOURCE, MUTATE_PATH, VALIDATE_PATH
+from app.admission.handlers import MIGRATION_GROUP, MIGRATION_RESOURCE, MUTATE_PATH, VALIDATE_PATH
+from app.policy.validation import GROUP as POLICY_GROUP
+from app.policy.validation import RESOURCE as POLICY_RESOURCE
+from app.policy.validation import VERSIONS as POLICY_VERSIONS
 
 NAME = "migration-policy-webhook"
 SERVICE_PORT = 443

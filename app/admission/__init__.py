@@ -1,0 +1,1 @@
+"""The AdmissionReview protocol, the two handlers, the webhook configurations."""

@@ -1,0 +1,1 @@
+"""Kubernetes grammars and identities: quantities, labels, manifests, JSON values."""

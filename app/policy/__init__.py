@@ -1,0 +1,1 @@
+"""MigrationPolicy: the model, its validation, precedence, annotations. No I/O."""

@@ -1,0 +1,1 @@
+"""The HTTPS edge: the apps, their limits, TLS, certificates, metrics, logs."""
