@@ -16,13 +16,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/migration-policy-webhook serve
 
-## test: lint, then the whole test suite
-test: $(STAMP)
-	$(BIN)/ruff check .
+## test: the static checks (ruff, the layers contract, mypy strict), then the whole test suite
+test: lint
 	$(BIN)/python -m pytest -q
 
+## lint: ruff, import-linter's layers contract (.importlinter), mypy --strict on app/
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 ## fuzz: the fuzz suite's long run (make test runs a short one)
 fuzz: $(STAMP)

@@ -49,7 +49,7 @@ class Handler(Protocol):
 def is_enforcement_warning(response: AdmissionResponse) -> bool:
     """Whether the response admits an invalid policy under `--enforcement warn`."""
     warnings = response.get("warnings")
-    return bool(warnings) and warnings[0].startswith(ENFORCEMENT_WARNING)
+    return warnings is not None and bool(warnings) and warnings[0].startswith(ENFORCEMENT_WARNING)
 
 
 @dataclass(frozen=True)

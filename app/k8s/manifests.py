@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 try:
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader
+    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
 except AttributeError:  # PyYAML built without libyaml
     _Loader = yaml.SafeLoader
 
@@ -56,14 +56,16 @@ def _as_sent(value: Any, seen: dict[int, Any]) -> Any:
     !!binary become strings. A node that YAML aliases stays one node, converted once."""
     if isinstance(value, dict | set):
         if id(value) not in seen:
-            seen[id(value)] = converted = {}
+            mapping: dict[str, Any] = {}
+            seen[id(value)] = mapping
             items = value.items() if isinstance(value, dict) else ((key, None) for key in value)
-            converted.update((_key(key), _as_sent(item, seen)) for key, item in items)
+            mapping.update((_key(key), _as_sent(item, seen)) for key, item in items)
         return seen[id(value)]
     if isinstance(value, list):
         if id(value) not in seen:
-            seen[id(value)] = converted = []
-            converted.extend(_as_sent(item, seen) for item in value)
+            sequence: list[Any] = []
+            seen[id(value)] = sequence
+            sequence.extend(_as_sent(item, seen) for item in value)
         return seen[id(value)]
     if isinstance(value, datetime.date):
         return value.isoformat()

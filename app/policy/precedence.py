@@ -82,12 +82,12 @@ class PolicyIndex:
         self._pair_counts: Counter[Pair] = Counter()
         self._buckets: dict[Pair | None, dict[Pair | None, list[Entry]]] = {}
         """Buckets by an anchor's first pair, then its second; None where it has fewer."""
-        policies = {policy.name: policy for policy in policies}
-        groups = {policy.selectors_key(): policy for policy in policies.values()
+        by_name = {policy.name: policy for policy in policies}
+        groups = {policy.selectors_key(): policy for policy in by_name.values()
                   if policy.has_selectors}
         for policy in groups.values():
             self._pair_counts.update(_pairs(policy))
-        for policy in policies.values():
+        for policy in by_name.values():
             self._insert(policy, counted=True)
 
     def __len__(self) -> int:
@@ -195,9 +195,9 @@ class PolicyIndex:
                         yield bucket
             else:
                 for second in present:
-                    bucket = seconds.get(second)
-                    if bucket is not None:
-                        yield bucket
+                    found = seconds.get(second)
+                    if found is not None:
+                        yield found
 
     def applicable(
         self, vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str]

@@ -42,7 +42,7 @@ from app.policy.findings import CauseType, Findings, describe, field_name, quote
 INT64_MAX = 2**63 - 1
 _BINARY_SUFFIXES = ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
 _SPACE = re.compile(r"\s")
-_NO_OLD_FIELD: Callable[[str], Any] = {}.get
+_NO_OLD_FIELD: Callable[[str], Any] = {}.get  # type: ignore[assignment]
 """`old.get` when there is no old object: every field is absent (its dict is unreachable)."""
 MAX_SUGGESTED_NAME = 64
 """Unknown names longer than this get no did-you-mean: none could be close to a known

@@ -237,7 +237,7 @@ def _warn(spec: Mapping[str, Any], findings: Findings) -> None:
     ):
         findings.warn("spec.selectors is empty, so this policy applies to every VMI "
                       "in every namespace")
-    bandwidth = spec.get("bandwidthPerMigration")
+    bandwidth: Any = spec.get("bandwidthPerMigration")
     kind = type(bandwidth)
     amount = bandwidth if kind is int else integer_quantity(bandwidth) if kind is str else None
     if amount is not None:  # the common case: whole, no fractional exponent

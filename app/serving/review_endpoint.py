@@ -172,7 +172,7 @@ class ReviewEndpoint:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone
-        body = message.get("body", b"")
+        body: bytes = message.get("body", b"")
         if not message.get("more_body", False):
             if len(body) > limit:
                 raise BodyTooLarge

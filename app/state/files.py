@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from app.k8s.manifests import Document, ManifestError, manifest_files, read_documents
 from app.policy.feature_gates import KNOWN_FEATURE_GATES
@@ -56,7 +57,8 @@ def load_snapshot(directory: Path, precedence: Precedence) -> Snapshot:
     namespaces: dict[str, Mapping[str, str]] = {}
     for document in documents:
         obj = document.object
-        metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        found = obj.get("metadata")
+        metadata: dict[str, Any] = found if isinstance(found, dict) else {}
         labels = _labels(metadata)
         if document.kind == POLICY_KIND:
             findings = validate_policy(obj, feature_gates=KNOWN_FEATURE_GATES)

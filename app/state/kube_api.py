@@ -201,7 +201,8 @@ class KubeApi:
         headers = {"Accept": accept, "User-Agent": USER_AGENT}
         # auth_settings() calls the client's token refresh hook (in-cluster token rotation,
         # kubeconfig exec plugins), so the header is current on every request.
-        for setting in self._configuration.auth_settings().values():
+        settings: Any = self._configuration.auth_settings()
+        for setting in settings.values():
             if setting.get("in") == "header" and setting.get("value"):
                 headers[setting["key"]] = setting["value"]
         return headers
