@@ -39,7 +39,7 @@ HANDLER = build_handlers(Settings(), DirectoryState(REPO / "samples" / "cluster"
 def answer(body: bytes) -> bytes:
     """The same work for every option: the validating handler of the sample state."""
     request = parse_review(body)
-    return encode_review(request.api_version, HANDLER(request))
+    return encode_review(request.api_version, request.uid, HANDLER(request))
 
 
 async def bare(scope: dict[str, Any], receive: Any, send: Any) -> None:

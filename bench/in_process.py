@@ -144,7 +144,7 @@ def _mutate_rows(state: MemoryState, stamper: MigrationStamper, bodies: list[byt
 
 def _answer(handler: PolicyValidator | MigrationStamper, body: bytes) -> bytes:
     request = parse_review(body)
-    return encode_review(request.api_version, handler(request))
+    return encode_review(request.api_version, request.uid, handler(request))
 
 
 def print_rows(found: list[tuple[str, float]]) -> None:

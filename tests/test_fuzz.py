@@ -404,9 +404,9 @@ def assert_bounded(policy: Any, **kwargs: Any) -> None:
         policy_from_object(policy)  # what the stores and the lint build from a valid one
         return
     assert len(orjson.dumps(findings.summary())) <= SUMMARY_BUDGET
-    response = invalid("uid", findings=findings, group="migrations.kubevirt.io",
+    decision = invalid(findings=findings, group="migrations.kubevirt.io",
                        kind="MigrationPolicy", name="name")
-    assert len(encode_review("admission.k8s.io/v1", response)) <= MAX_ANSWER
+    assert len(encode_review("admission.k8s.io/v1", "uid", decision)) <= MAX_ANSWER
     again = validate_policy(policy, **kwargs)
     assert again.causes == findings.causes
     assert again.warnings == findings.warnings

@@ -4,8 +4,9 @@ import json
 
 from conftest import SAMPLE_CLUSTER, SAMPLE_REVIEWS
 
+from app.admission.answer import answer_review
 from app.admission.handlers import MUTATE_PATH, VALIDATE_PATH, build_handlers
-from app.admission.review import parse_review
+from app.admission.review import complete, parse_review
 from app.policy.precedence import Precedence
 from app.settings import Settings
 from app.state.files import DirectoryState
@@ -22,7 +23,7 @@ def request(name: str):
 
 def test_validator_fails_closed_and_says_so() -> None:
     review = request("policy-valid-example.json")
-    response = handlers()[VALIDATE_PATH].errored(review)
+    response = complete(review.uid, handlers()[VALIDATE_PATH].errored(review))
     assert response["uid"] == review.uid
     assert response["allowed"] is False
     assert response["status"]["code"] == 500
@@ -32,8 +33,31 @@ def test_validator_fails_closed_and_says_so() -> None:
 
 def test_stamper_never_blocks_a_migration() -> None:
     review = request("migration-db-vmi.json")
-    response = handlers()[MUTATE_PATH].errored(review)
+    response = complete(review.uid, handlers()[MUTATE_PATH].errored(review))
     assert response["uid"] == review.uid
     assert response["allowed"] is True
     assert "patch" not in response
     assert any("internal error" in warning for warning in response["warnings"])
+
+
+def test_a_bug_in_a_handler_is_its_errored_answer_and_logged_once(caplog) -> None:
+    """answer_review, the path the server and `review FILE` share, catches the bug."""
+
+    class Broken:
+        def __call__(self, request):
+            raise RuntimeError("a bug")
+
+        def errored(self, request):
+            return handlers()[VALIDATE_PATH].errored(request)
+
+        def malformed(self, problem):
+            raise AssertionError("not malformed")
+
+    body = (SAMPLE_REVIEWS / "policy-valid-example.json").read_bytes()
+    answer = answer_review(body, lambda _plural: Broken())
+    assert answer.failed is True
+    sent = json.loads(answer.encoded())
+    assert sent["response"]["uid"] == answer.uid == json.loads(body)["request"]["uid"]
+    assert sent["response"]["status"]["reason"] == "InternalError"
+    assert [record.exc_info[1].args for record in caplog.records if record.exc_info] == [
+        ("a bug",)]

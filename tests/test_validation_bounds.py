@@ -44,9 +44,9 @@ def policy_with(**spec: Any) -> dict[str, Any]:
 
 def answer(findings: Findings) -> bytes:
     """The AdmissionReview the webhook sends for these findings."""
-    response = invalid("00000000-0000-4000-8000-000000000009", findings=findings,
-                       group="migrations.kubevirt.io", kind="MigrationPolicy", name="my-policy")
-    return encode_review("admission.k8s.io/v1", response)
+    decision = invalid(findings=findings, group="migrations.kubevirt.io",
+                       kind="MigrationPolicy", name="my-policy")
+    return encode_review("admission.k8s.io/v1", "00000000-0000-4000-8000-000000000009", decision)
 
 
 def deep(depth: int, leaf: Any = 1) -> dict[str, Any]:

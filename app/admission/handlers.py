@@ -1,6 +1,7 @@
-"""The two admission handlers: each takes an AdmissionRequest and returns its response.
+"""The two admission handlers: each takes an AdmissionRequest and returns its decision.
 
-Nothing here knows about HTTP; the server and the `review` command both call these.
+Nothing here knows about HTTP or the review's envelope: `app.admission.answer` completes a
+decision with the request's uid, for the server and the `review` command alike.
 """
 
 from collections.abc import Mapping
@@ -9,7 +10,7 @@ from typing import Protocol
 
 from app.admission.review import (
     AdmissionRequest,
-    AdmissionResponse,
+    Decision,
     allowed,
     denied,
     invalid,
@@ -39,16 +40,16 @@ class Handler(Protocol):
     """Answers one review; `errored` answers in its place if answering raised a bug, and
     `malformed` a review whose uid is known but whose other parts are wrong."""
 
-    def __call__(self, request: AdmissionRequest) -> AdmissionResponse: ...
+    def __call__(self, request: AdmissionRequest) -> Decision: ...
 
-    def errored(self, request: AdmissionRequest) -> AdmissionResponse: ...
+    def errored(self, request: AdmissionRequest) -> Decision: ...
 
-    def malformed(self, uid: str, problem: str) -> AdmissionResponse: ...
+    def malformed(self, problem: str) -> Decision: ...
 
 
-def is_enforcement_warning(response: AdmissionResponse) -> bool:
-    """Whether the response admits an invalid policy under `--enforcement warn`."""
-    warnings = response.get("warnings")
+def is_enforcement_warning(decision: Decision) -> bool:
+    """Whether the decision admits an invalid policy under `--enforcement warn`."""
+    warnings = decision.get("warnings")
     return warnings is not None and bool(warnings) and warnings[0].startswith(ENFORCEMENT_WARNING)
 
 
@@ -59,25 +60,25 @@ class PolicyValidator:
     settings: Settings
     state: ClusterState
 
-    def __call__(self, request: AdmissionRequest) -> AdmissionResponse:
+    def __call__(self, request: AdmissionRequest) -> Decision:
         resource = request.resource
         if resource["group"] != POLICY_GROUP or resource["resource"] != POLICY_RESOURCE:
             return denied(
-                request.uid, code=400, reason="BadRequest",
+                code=400, reason="BadRequest",
                 message=f"this webhook validates {POLICY_GROUP}/{POLICY_RESOURCE}, "
                 f"got {request.resource_name}: check the ValidatingWebhookConfiguration rules",
             )
         if resource["version"] not in POLICY_VERSIONS:
             return denied(
-                request.uid, code=400, reason="BadRequest",
+                code=400, reason="BadRequest",
                 message=f"{POLICY_GROUP}/{resource['version']} is not a MigrationPolicy version "
                 f"this webhook knows: {', '.join(POLICY_VERSIONS)}",
             )
         if request.operation not in ("CREATE", "UPDATE"):
-            return allowed(request.uid)
+            return allowed()
         policy = request.object
         if policy is None:
-            return self.malformed(request.uid, _missing_object(request))
+            return self.malformed(_missing_object(request))
         findings = validate_policy(
             policy,
             old=request.old_object if request.operation == "UPDATE" else None,
@@ -86,24 +87,24 @@ class PolicyValidator:
             deny_duplicate_selectors=self.settings.deny_duplicate_selectors,
         )
         if findings.valid:
-            return allowed(request.uid, findings.warnings)
+            return allowed(findings.warnings)
         if self.settings.enforcement is Enforcement.WARN:
-            return allowed(request.uid, [*map(_enforcement_warning, findings.causes),
+            return allowed([*map(_enforcement_warning, findings.causes),
                                          *findings.warnings])
         metadata = policy.get("metadata")
         name = metadata.get("name") if isinstance(metadata, dict) else None
-        return invalid(request.uid, findings=findings, group=POLICY_GROUP, kind=POLICY_KIND,
+        return invalid(findings=findings, group=POLICY_GROUP, kind=POLICY_KIND,
                        name=name if isinstance(name, str) else request.name)
 
-    def errored(self, request: AdmissionRequest) -> AdmissionResponse:
+    def errored(self, request: AdmissionRequest) -> Decision:
         """Fail closed, as the webhook's failurePolicy does, but say so."""
-        return denied(request.uid, code=500, reason="InternalError",
+        return denied(code=500, reason="InternalError",
                       message="migration-policy-webhook failed to validate this policy: "
                       "an internal error, logged by the webhook; try again or report it")
 
-    def malformed(self, uid: str, problem: str) -> AdmissionResponse:
+    def malformed(self, problem: str) -> Decision:
         """A review this webhook cannot judge is refused, saying what is wrong with it."""
-        return denied(uid, code=400, reason="BadRequest", message=problem)
+        return denied(code=400, reason="BadRequest", message=problem)
 
 
 @dataclass(frozen=True)
@@ -117,20 +118,20 @@ class MigrationStamper:
     settings: Settings
     state: ClusterState
 
-    def __call__(self, request: AdmissionRequest) -> AdmissionResponse:
+    def __call__(self, request: AdmissionRequest) -> Decision:
         resource = request.resource
         if resource["group"] != MIGRATION_GROUP or resource["resource"] != MIGRATION_RESOURCE:
-            return allowed(request.uid, [
+            return allowed([
                 f"migration-policy-webhook stamps {MIGRATION_GROUP}/{MIGRATION_RESOURCE}, "
                 f"not {request.resource_name}: check the MutatingWebhookConfiguration",
             ])
         if request.operation != "CREATE":
-            return allowed(request.uid)
+            return allowed()
         migration = request.object
         if migration is None:
-            return self.malformed(request.uid, _missing_object(request))
+            return self.malformed(_missing_object(request))
         if not self.state.is_ready():
-            return allowed(request.uid, ["no migration policy applied: the webhook's cluster "
+            return allowed(["no migration policy applied: the webhook's cluster "
                                          "state has not synced yet"])
         spec = migration.get("spec")
         vmi_name = spec.get("vmiName") if isinstance(spec, dict) else None
@@ -139,38 +140,38 @@ class MigrationStamper:
             metadata.get("namespace", "") if isinstance(metadata, dict) else ""
         )
         if not isinstance(vmi_name, str) or not vmi_name:
-            return allowed(request.uid, ["no migration policy applied: spec.vmiName is not set"])
+            return allowed(["no migration policy applied: spec.vmiName is not set"])
         vmi = f"VMI {vmi_name!r} in namespace {namespace!r}"
         try:
             vmi_labels = self.state.vmi_labels(namespace, vmi_name)
             ns_labels = None if vmi_labels is None else self.state.namespace_labels(namespace)
         except LookupFailed as error:
-            return allowed(request.uid, [
+            return allowed([
                 f"no migration policy applied: could not look up {vmi}: {error}",
             ])
         if vmi_labels is None:
-            return allowed(request.uid, [
+            return allowed([
                 f"no migration policy applied: VMI {vmi_name!r} not found in namespace "
                 f"{namespace!r}",
             ])
         if ns_labels is None:
-            return allowed(request.uid, [
+            return allowed([
                 f"no migration policy applied: namespace {namespace!r} not found",
             ])
         policy = self.state.policies.winner(vmi_labels, ns_labels)
         patch = stamp_patch(migration, policy, self.settings.annotation_prefix)
         audit = {POLICY_ANNOTATION: policy.name} if policy is not None else None
         stale = self.state.staleness_warning()
-        return patched(request.uid, patch, audit=audit, warnings=(stale,) if stale else ())
+        return patched(patch, audit=audit, warnings=(stale,) if stale else ())
 
-    def errored(self, request: AdmissionRequest) -> AdmissionResponse:
+    def errored(self, request: AdmissionRequest) -> Decision:
         """Never block a migration, even on a bug."""
-        return allowed(request.uid, ["no migration policy applied: an internal error in "
+        return allowed(["no migration policy applied: an internal error in "
                                      "migration-policy-webhook, logged by it"])
 
-    def malformed(self, uid: str, problem: str) -> AdmissionResponse:
+    def malformed(self, problem: str) -> Decision:
         """Never block a migration, even for a review it cannot read."""
-        return allowed(uid, [f"no migration policy applied: the review is malformed: "
+        return allowed([f"no migration policy applied: the review is malformed: "
                              f"{problem}"[:MAX_WARNING_LENGTH]])
 
 
@@ -191,10 +192,6 @@ def build_handlers(settings: Settings, state: ClusterState) -> dict[str, Handler
     }
 
 
-def handler_for_resource(
-    handlers: Mapping[str, Handler], request: AdmissionRequest
-) -> Handler:
+def handler_for_resource(handlers: Mapping[str, Handler], plural: str) -> Handler:
     """The handler that a review of this resource is meant for (for `review FILE`)."""
-    if request.resource["resource"] == MIGRATION_RESOURCE:
-        return handlers[MUTATE_PATH]
-    return handlers[VALIDATE_PATH]
+    return handlers[MUTATE_PATH if plural == MIGRATION_RESOURCE else VALIDATE_PATH]

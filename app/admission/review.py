@@ -39,10 +39,12 @@ class ReviewError(ValueError):
 class BadReview(ValueError):
     """A review with a uid, wrong elsewhere: answered in the protocol, naming the part."""
 
-    def __init__(self, api_version: str, uid: str, message: str) -> None:
+    def __init__(self, api_version: str, uid: str, resource: str, message: str) -> None:
         super().__init__(message)
         self.api_version = api_version
         self.uid = uid
+        self.resource = resource
+        """The plural of request.resource if it could be read, or ""."""
 
 
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
@@ -79,14 +81,21 @@ class Status(TypedDict, total=False):
     details: StatusDetails
 
 
-class AdmissionResponse(TypedDict):
-    uid: str
+class Decision(TypedDict):
+    """What a handler decides: the response without its uid, which the edge adds."""
+
     allowed: bool
     status: NotRequired[Status]
     warnings: NotRequired[list[str]]
     patchType: NotRequired[str]
     patch: NotRequired[str]
     auditAnnotations: NotRequired[dict[str, str]]
+
+
+class AdmissionResponse(Decision):
+    """`response` as sent: the decision, completed with the request's uid."""
+
+    uid: str
 
 
 class AdmissionRequest(NamedTuple):
@@ -135,7 +144,13 @@ def parse_review(body: bytes) -> AdmissionRequest:
     try:
         return _request(api_version, uid, request)
     except ValueError as error:
-        raise BadReview(api_version, uid, str(error)) from None
+        raise BadReview(api_version, uid, _plural(request), str(error)) from None
+
+
+def _plural(request: Mapping[str, Any]) -> str:
+    resource = request.get("resource")
+    plural = resource.get("resource") if isinstance(resource, dict) else None
+    return plural if isinstance(plural, str) else ""
 
 
 def _decode(body: bytes) -> Any:
@@ -207,11 +222,11 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:56] + '..."'
 
 
-def allowed(uid: str, warnings: Sequence[str] = ()) -> AdmissionResponse:
-    response: AdmissionResponse = {"uid": uid, "allowed": True}
+def allowed(warnings: Sequence[str] = ()) -> Decision:
+    decision: Decision = {"allowed": True}
     if warnings:
-        response["warnings"] = _bounded(warnings)
-    return response
+        decision["warnings"] = _bounded(warnings)
+    return decision
 
 
 def _bounded(warnings: Sequence[str]) -> list[str]:
@@ -224,16 +239,12 @@ def _bounded(warnings: Sequence[str]) -> list[str]:
     return kept
 
 
-def denied(uid: str, *, code: int, reason: str, message: str) -> AdmissionResponse:
+def denied(*, code: int, reason: str, message: str) -> Decision:
     """A refusal without field causes: a review the webhook cannot judge."""
-    return AdmissionResponse(
-        uid=uid, allowed=False, status=Status(code=code, reason=reason, message=message)
-    )
+    return {"allowed": False, "status": Status(code=code, reason=reason, message=message)}
 
 
-def invalid(
-    uid: str, *, findings: Findings, group: str, kind: str, name: str
-) -> AdmissionResponse:
+def invalid(*, findings: Findings, group: str, kind: str, name: str) -> Decision:
     """A 422 Invalid refusal with one cause per problem, as kubectl prints them."""
     details = StatusDetails(
         name=name[:MAX_NAME_LENGTH],
@@ -245,38 +256,42 @@ def invalid(
             for cause in findings.causes
         ],
     )
-    response = AdmissionResponse(
-        uid=uid,
-        allowed=False,
-        status=Status(code=422, reason="Invalid", message=findings.summary(), details=details),
-    )
+    decision: Decision = {
+        "allowed": False,
+        "status": Status(code=422, reason="Invalid", message=findings.summary(), details=details),
+    }
     if findings.warnings:
-        response["warnings"] = _bounded(findings.warnings)
-    return response
+        decision["warnings"] = _bounded(findings.warnings)
+    return decision
 
 
 def patched(
-    uid: str,
     patch: Sequence[Mapping[str, Any]],
     *,
     warnings: Sequence[str] = (),
     audit: Mapping[str, str] | None = None,
-) -> AdmissionResponse:
+) -> Decision:
     """Allowed, with a JSONPatch when there is anything to change."""
     encoded = base64.b64encode(orjson.dumps(patch)).decode() if patch else ""
     if len(encoded) > MAX_PATCH_LENGTH:
-        return allowed(uid, [*warnings, f"no migration policy applied: the patch would take "
-                                        f"{len(patch)} operations, {len(encoded)} bytes: "
-                                        "remove stale annotations first"])
-    response = allowed(uid, warnings)
+        return allowed([*warnings, f"no migration policy applied: the patch would take "
+                                   f"{len(patch)} operations, {len(encoded)} bytes: "
+                                   "remove stale annotations first"])
+    decision = allowed(warnings)
     if encoded:
-        response["patchType"] = "JSONPatch"
-        response["patch"] = encoded
+        decision["patchType"] = "JSONPatch"
+        decision["patch"] = encoded
     if audit:
-        response["auditAnnotations"] = dict(audit)
-    return response
+        decision["auditAnnotations"] = dict(audit)
+    return decision
 
 
-def encode_review(api_version: str, response: AdmissionResponse) -> bytes:
-    """The response AdmissionReview, in the request's apiVersion."""
-    return orjson.dumps({"apiVersion": api_version, "kind": REVIEW_KIND, "response": response})
+def complete(uid: str, decision: Decision) -> AdmissionResponse:
+    """The response: the decision with the request's uid, the one place a uid is set."""
+    return {"uid": uid, **decision}
+
+
+def encode_review(api_version: str, uid: str, decision: Decision) -> bytes:
+    """The response AdmissionReview, in the request's apiVersion, echoing its uid."""
+    return orjson.dumps({"apiVersion": api_version, "kind": REVIEW_KIND,
+                         "response": complete(uid, decision)})

@@ -7,21 +7,12 @@ from typing import Any
 
 import orjson
 
+from app.admission.answer import Answer, answer_review
 from app.admission.handlers import (
-    MIGRATION_RESOURCE,
-    MUTATE_PATH,
-    VALIDATE_PATH,
     build_handlers,
     handler_for_resource,
 )
-from app.admission.review import (
-    AdmissionRequest,
-    AdmissionResponse,
-    BadReview,
-    ReviewError,
-    encode_review,
-    parse_review,
-)
+from app.admission.review import ReviewError
 from app.commands.state import synced_state
 from app.k8s.manifests import ManifestError, read_documents
 from app.settings import Settings
@@ -31,25 +22,11 @@ EXIT_DENIED = 1
 EXIT_USAGE = 2
 
 
-def _path_for(review: dict[str, Any]) -> str:
-    """The webhook path a review is meant for, from its resource however malformed."""
-    request = review.get("request")
-    resource = request.get("resource") if isinstance(request, dict) else None
-    plural = resource.get("resource") if isinstance(resource, dict) else None
-    return MUTATE_PATH if plural == MIGRATION_RESOURCE else VALIDATE_PATH
-
-
-def _answer(review: dict[str, Any], settings: Settings) -> tuple[str, AdmissionResponse]:
-    """(apiVersion, response) for a review, as the server answers it."""
-    try:
-        request: AdmissionRequest | BadReview = parse_review(orjson.dumps(review))
-    except BadReview as error:  # a uid, wrong elsewhere: answered in the protocol
-        request = error
+def _answer(review: dict[str, Any], settings: Settings) -> Answer:
+    """The answer to a review, as the server gives it."""
     handlers = build_handlers(settings, synced_state(settings))
-    if isinstance(request, BadReview):
-        handler = handlers[_path_for(review)]
-        return request.api_version, handler.malformed(request.uid, str(request))
-    return request.api_version, handler_for_resource(handlers, request)(request)
+    return answer_review(orjson.dumps(review),
+                         lambda plural: handler_for_resource(handlers, plural))
 
 
 def run_review(path: Path, settings: Settings) -> int:
@@ -64,17 +41,17 @@ def run_review(path: Path, settings: Settings) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     try:
-        api_version, response = _answer(documents[0].object, settings)
+        answer = _answer(documents[0].object, settings)
     except (ReviewError, StateError) as error:
         print(f"{path}: {error}", file=sys.stderr)
         return EXIT_USAGE
     except orjson.JSONEncodeError as error:  # YAML can hold what JSON cannot
         print(f"{path}: cannot be sent as JSON: {error}", file=sys.stderr)
         return EXIT_USAGE
-    answer = orjson.loads(encode_review(api_version, response))
-    print(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
-    if "patch" in response:
-        patch = orjson.loads(base64.b64decode(response["patch"]))
+    print(orjson.dumps(orjson.loads(answer.encoded()), option=orjson.OPT_INDENT_2).decode())
+    decision = answer.decision
+    if "patch" in decision:
+        patch = orjson.loads(base64.b64decode(decision["patch"]))
         print("decoded patch:")
         print(orjson.dumps(patch, option=orjson.OPT_INDENT_2).decode())
-    return 0 if response["allowed"] else EXIT_DENIED
+    return 0 if decision["allowed"] else EXIT_DENIED

@@ -9,19 +9,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
+from app.admission.answer import Answer, answer_review
 from app.admission.handlers import Handler, is_enforcement_warning
-from app.admission.review import (
-    AdmissionRequest,
-    AdmissionResponse,
-    BadReview,
-    ReviewError,
-    encode_review,
-    parse_review,
-)
+from app.admission.review import Decision, ReviewError
 from app.policy.annotations import POLICY_ANNOTATION
 from app.serving.metrics import OUTCOMES, Metrics
 from app.serving.review_log import ReviewLog
@@ -59,14 +53,6 @@ def json_error(status: int, message: str) -> tuple[int, bytes]:
     return status, orjson.dumps({"error": message})
 
 
-class Answered(NamedTuple):
-    status: int
-    body: bytes
-    request: AdmissionRequest | None
-    response: AdmissionResponse | None
-    """None when the body is not a review: an HTTP error."""
-
-
 class ReviewEndpoint:
     """POST one webhook path: read the body within its limit, answer the review."""
 
@@ -76,7 +62,7 @@ class ReviewEndpoint:
     ) -> None:
         self.path = path
         self._review_log = review_log
-        self.handler = handler
+        self._handler_for = lambda _resource: handler
         self.max_body_bytes = max_body_bytes
         self._outcomes = {outcome: metrics.reviews.labels(path, outcome) for outcome in OUTCOMES}
         self._latency = metrics.latency.labels(path)
@@ -108,55 +94,41 @@ class ReviewEndpoint:
                 answered = self._review(body)
             except WouldBlock:  # a lookup must call the API: not on the event loop
                 answered = await asyncio.to_thread(self._review, body)
-        response = answered.response
-        if response is None:
+        if isinstance(answered, bytes):
             self._bad[400].inc()
-        else:
-            elapsed = time.perf_counter() - started
-            self._outcomes[_outcome(response)].inc()
-            self._latency.observe(elapsed)
-            self._log_answer(answered.request, response, elapsed)
-        await _send(send, answered.status, answered.body)
+            await _send(send, 400, answered)
+            return
+        elapsed = time.perf_counter() - started
+        decision = answered.decision
+        self._outcomes[_outcome(decision)].inc()
+        self._latency.observe(elapsed)
+        if answered.failed:
+            self._internal_errors.inc()
+        self._log_answer(answered, elapsed)
+        await _send(send, 200, answered.encoded())
 
-    def _review(self, body: bytes) -> "Answered":
-        """The answer to a body; without a response for a body that is not a review."""
+    def _review(self, body: bytes) -> Answer | bytes:
+        """The answer to a body, or the HTTP 400 error for a body that is not a review."""
         try:
-            request = parse_review(body)
+            return answer_review(body, self._handler_for)
         except ReviewError as error:
-            return Answered(*json_error(400, str(error)), None, None)
-        except BadReview as error:
-            response = self.handler.malformed(error.uid, str(error))
-            return Answered(200, encode_review(error.api_version, response), None, response)
-        try:
-            response = self.handler(request)
-        except WouldBlock:
-            raise
-        except Exception:
-            response = self._errored(request)
-        return Answered(200, encode_review(request.api_version, response), request, response)
+            return json_error(400, str(error))[1]
 
-    def _log_answer(
-        self, request: AdmissionRequest | None, response: AdmissionResponse, elapsed: float
-    ) -> None:
-        status = response.get("status")
+    def _log_answer(self, answered: Answer, elapsed: float) -> None:
+        decision, request = answered.decision, answered.request
+        status = decision.get("status")
         details = status.get("details") if status else None
-        audit = response.get("auditAnnotations")
+        audit = decision.get("auditAnnotations")
         self._review_log.answered(
-            uid=response["uid"], webhook=self.path,
+            uid=answered.uid, webhook=self.path,
             operation=request.operation if request else "",
             namespace=request.namespace if request else "",
             name=request.name if request else "",
-            allowed=response["allowed"],
+            allowed=decision["allowed"],
             policy=audit.get(POLICY_ANNOTATION) if audit else None,
             causes=len(details.get("causes", ())) if details else None,
             duration_ms=elapsed * 1000,
         )
-
-    def _errored(self, request: AdmissionRequest) -> AdmissionResponse:
-        """A bug in a handler: one traceback in the log, the handler's errored answer."""
-        self._internal_errors.inc()
-        log.exception("answering review %s of %s failed", request.uid, request.resource_name)
-        return self.handler.errored(request)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         """The body, refusing more than the limit as it arrives, not after."""
@@ -196,12 +168,12 @@ class ReviewEndpoint:
         await _send(send, *json_error(status, message))
 
 
-def _outcome(response: AdmissionResponse) -> str:
-    if "patch" in response:
+def _outcome(decision: Decision) -> str:
+    if "patch" in decision:
         return "patched"
-    if not response["allowed"]:
+    if not decision["allowed"]:
         return "denied"
-    return "warned" if is_enforcement_warning(response) else "allowed"
+    return "warned" if is_enforcement_warning(decision) else "allowed"
 
 
 async def _send(send: Send, status: int, body: bytes) -> None:
