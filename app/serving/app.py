@@ -7,6 +7,7 @@ Holds no global state: `create_service` builds everything a `serve` needs.
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -95,13 +96,15 @@ def create_service(settings: Settings, state: ClusterState) -> Service:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await state.start()
-        flusher = asyncio.create_task(review_log.run(), name="review-log")
+        tasks = [asyncio.create_task(review_log.run(), name="review-log"),
+                 asyncio.create_task(_freeze_when_ready(state), name="gc-freeze")]
         try:
             yield
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await state.stop()
 
     main = _probe_app(readiness, lifespan=lifespan)
@@ -115,6 +118,15 @@ def create_service(settings: Settings, state: ClusterState) -> Service:
     _add_metrics(metrics_app, metrics)
     return Service(app=AdmissionDispatcher(endpoints, main), health_app=_probe_app(readiness),
                    metrics_app=metrics_app, metrics=metrics, readiness=readiness)
+
+
+async def _freeze_when_ready(state: ClusterState) -> None:
+    """Once the state has loaded, move what exists then out of the garbage collector's
+    reach (`gc.freeze`): a cache of 100,000 VMIs and policies is long-lived, and scanning it
+    at every full collection cost the request path tens of µs per request on average."""
+    while not state.is_ready():
+        await asyncio.sleep(0.1)
+    gc.freeze()
 
 
 def create_app(settings: Settings, state: ClusterState) -> "AdmissionDispatcher":
