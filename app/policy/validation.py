@@ -161,11 +161,13 @@ def _check_type_meta(policy: Mapping[str, Any], findings: Findings) -> None:
                      f"{quote(api_version)} is not supported: use {choices}")
 
 
+_NAME_MISSING = "required field is missing: name the policy"
+
+
 def _check_metadata(metadata: Any, findings: Findings) -> str | None:
     """Check metadata's name and types; return the name if it is a string."""
     if metadata is None:
-        findings.add(CauseType.REQUIRED, "metadata.name",
-                     "required field is missing: name the policy")
+        findings.add(CauseType.REQUIRED, "metadata.name", _NAME_MISSING)
         return None
     if not isinstance(metadata, dict):
         findings.add(CauseType.TYPE_INVALID, "metadata",
@@ -183,8 +185,7 @@ def _check_name(metadata: Mapping[str, Any], findings: Findings) -> str | None:
     name = metadata.get("name")
     if name is None:
         if not metadata.get("generateName"):
-            findings.add(CauseType.REQUIRED, "metadata.name",
-                         "required field is missing: name the policy")
+            findings.add(CauseType.REQUIRED, "metadata.name", _NAME_MISSING)
         return None
     if not isinstance(name, str):
         findings.add(CauseType.TYPE_INVALID, "metadata.name",

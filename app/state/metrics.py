@@ -60,18 +60,21 @@ class StateCollector(Collector):
             last_sync.add_metric([resource], stamp)
         yield last_sync
         if figures.watch_restarts is not None:
-            restarts = CounterMetricFamily(
-                PREFIX + "watch_restarts", "Watches that ended and were started again, by "
-                "resource and reason (expired, too_large_resource_version, idle, closed, "
-                "error).", labels=["resource", "reason"])
-            for (resource, reason), count in figures.watch_restarts.items():
-                restarts.add_metric([resource, reason], count)
-            yield restarts
+            yield _counter(
+                "watch_restarts", "Watches that ended and were started again, by resource "
+                "and reason (expired, too_large_resource_version, idle, closed, error).",
+                "reason", figures.watch_restarts)
         if figures.direct_gets is not None:
-            gets = CounterMetricFamily(
-                PREFIX + "direct_gets", "Lookups of objects missing from the cache, by "
-                "resource and result (found, not_found, error: a GET was made; rate_limited, "
-                "negative_cached, coalesced: none was).", labels=["resource", "result"])
-            for (resource, result), count in figures.direct_gets.items():
-                gets.add_metric([resource, result], count)
-            yield gets
+            yield _counter(
+                "direct_gets", "Lookups of objects missing from the cache, by resource and "
+                "result (found, not_found, error: a GET was made; rate_limited, "
+                "negative_cached, coalesced: none was).", "result", figures.direct_gets)
+
+
+def _counter(name: str, documentation: str, label: str,
+             counts: Mapping[tuple[str, str], int]) -> CounterMetricFamily:
+    """A counter by resource and one more label, from counts kept by (resource, value)."""
+    family = CounterMetricFamily(PREFIX + name, documentation, labels=["resource", label])
+    for (resource, value), count in counts.items():
+        family.add_metric([resource, value], count)
+    return family
