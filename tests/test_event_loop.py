@@ -18,7 +18,7 @@ def test_the_running_loop_is_uvloop(service: RunningService) -> None:
 
 def test_connections_are_served_by_the_httptools_protocol(service: RunningService) -> None:
     line = runtime_line(service)
-    assert ("HTTP protocol app.serving.connections.LimitedHttpToolsProtocol on "
+    assert ("HTTP protocol app.serving.inline_reviews.InlineReviewProtocol on "
             "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol (httptools)") in line
 
 

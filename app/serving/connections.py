@@ -64,6 +64,14 @@ class BodyBudget:
         self.in_use -= size
 
 
+@dataclass
+class Receiving:
+    """Requests whose body is arriving outside an ASGI task (app/serving/inline_reviews.py):
+    in progress as much as a task is, for --max-concurrent-requests."""
+
+    count: int = 0
+
+
 class Unavailable:
     """An app that answers 503 with `message`, and closes the connection."""
 
@@ -91,6 +99,7 @@ class Limits:
     max_concurrent_requests: int
     max_body_bytes: int
     body_budget: BodyBudget = field(compare=False)
+    receiving: Receiving = field(default_factory=Receiving, compare=False)
     max_url_bytes: int = MAX_URL_BYTES
     max_header_bytes: int = MAX_HEADER_BYTES
     max_headers: int = MAX_HEADERS
@@ -193,6 +202,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._headers_too_large()
             raise _Refused
         self.app = self._admit()
+        self._start_cycle()
+
+    def _start_cycle(self) -> None:
+        """uvicorn's end of the headers: the ASGI request cycle of this request."""
         super().on_headers_complete()
 
     def _header_section_bytes(self) -> int:
@@ -213,7 +226,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         limits = self.limits
         if self._beyond_cap:
             refusal = limits.too_many_connections
-        elif len(self.tasks) >= limits.max_concurrent_requests:
+        elif len(self.tasks) + limits.receiving.count >= limits.max_concurrent_requests:
             refusal = limits.too_many_requests
         elif not limits.body_budget.reserve(size):
             refusal = limits.bodies_too_large
@@ -269,13 +282,20 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """Answer `status` with `message` before the request reaches the app, and close."""
         self._refused = True
         self._disarm_deadline()
-        body = orjson.dumps({"error": message})
-        head = [STATUS_LINE[status]]
-        head.extend(b"%s: %s\r\n" % pair for pair in self.server_state.default_headers)
-        head.append(b"content-type: application/json\r\ncontent-length: %d\r\n"
-                    b"connection: close\r\n\r\n" % len(body))
-        self.transport.write(b"".join(head) + body)
+        self.transport.write(response(self.server_state.default_headers, status,
+                                      orjson.dumps({"error": message}), close=True))
         self.transport.close()
+
+
+def response(default_headers: list[tuple[bytes, bytes]], status: int, body: bytes, *,
+             close: bool) -> bytes:
+    """A whole JSON response, head and body, to be written at once."""
+    head = [STATUS_LINE[status]]
+    head.extend(b"%s: %s\r\n" % pair for pair in default_headers)
+    head.append(b"content-type: application/json\r\ncontent-length: %d\r\n%s\r\n"
+                % (len(body), b"connection: close\r\n" if close else b""))
+    head.append(body)
+    return b"".join(head)
 
 
 def _peer(client: tuple[str, int] | None) -> str:

@@ -71,14 +71,14 @@ class ReviewEndpoint:
         self._internal_errors = metrics.internal_errors.labels(path)
         self._disconnects = metrics.client_disconnects
         self._too_large = f"the body is larger than the limit of {max_body_bytes} bytes"
+        self._inline_limit = min(OFF_LOOP_BYTES, max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         try:
             body = await self._read_body(scope, receive)
         except ClientGone:
-            self._disconnects.inc()
-            log.debug("client hung up before sending its review to %s", self.path)
+            self.client_gone()
             return
         except BodyTooLarge:
             await self._send_error(send, 413, self._too_large)
@@ -94,10 +94,46 @@ class ReviewEndpoint:
                 answered = self._review(body)
             except WouldBlock:  # a lookup must call the API: not on the event loop
                 answered = await asyncio.to_thread(self._review, body)
+        await _send(send, *self._finish(answered, started))
+
+    def accepts_inline(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether a POST with these headers can be answered by `answer_inline`: a JSON
+        body of a known length that may be judged on the event loop. Every other request
+        (chunked, large, refused with 413 or 415, 100-continue) takes the ASGI way."""
+        size = -1
+        for name, value in headers:
+            if name == b"content-length":
+                if not value.isdigit():
+                    return False
+                size = int(value)
+            elif name == b"content-type":
+                media_type = value.split(b";", 1)[0].strip().lower()
+                if media_type not in _ACCEPTED_TYPES and not media_type.endswith(b"+json"):
+                    return False
+            elif name == b"transfer-encoding" or name == b"expect":
+                return False
+        return 0 <= size <= self._inline_limit
+
+    def answer_inline(self, body: bytes) -> tuple[int, bytes] | None:
+        """The HTTP status and body answering `body` now, or None when answering it needs
+        the API (a lookup that would block): then it must take the ASGI way."""
+        started = time.perf_counter()
+        try:
+            answered = self._review(body)
+        except WouldBlock:
+            return None
+        return self._finish(answered, started)
+
+    def client_gone(self) -> None:
+        """The client hung up before its whole body arrived."""
+        self._disconnects.inc()
+        log.debug("client hung up before sending its review to %s", self.path)
+
+    def _finish(self, answered: Answer | bytes, started: float) -> tuple[int, bytes]:
+        """Count and log the answer; the HTTP status and body to send."""
         if isinstance(answered, bytes):
             self._bad[400].inc()
-            await _send(send, 400, answered)
-            return
+            return 400, answered
         elapsed = time.perf_counter() - started
         decision = answered.decision
         self._outcomes[_outcome(decision)].inc()
@@ -105,7 +141,7 @@ class ReviewEndpoint:
         if answered.failed:
             self._internal_errors.inc()
         self._log_answer(answered, elapsed)
-        await _send(send, 200, answered.encoded())
+        return 200, answered.encoded()
 
     def _review(self, body: bytes) -> Answer | bytes:
         """The answer to a body, or the HTTP 400 error for a body that is not a review."""

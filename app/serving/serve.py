@@ -30,6 +30,7 @@ from uvicorn.server import ServerState
 
 from app.serving.app import Service, create_service
 from app.serving.connections import BODY_BUDGET_BYTES, BodyBudget, LimitedHttpToolsProtocol, Limits
+from app.serving.inline_reviews import InlineEndpoint, InlineReviewProtocol
 from app.serving.tls import ReloadingTLS, ServingFiles, ensure_dev_certificates
 from app.settings import ALL_ADDRESSES, Settings
 from app.state import ClusterState
@@ -179,6 +180,8 @@ class Listener:
     config: uvicorn.Config
     sockets: list[socket.socket]
     tls: ssl.SSLContext | None = None
+    inline: dict[bytes, InlineEndpoint] = field(default_factory=dict)
+    """Paths answered in the protocol, without an ASGI cycle (app/serving/inline_reviews.py)."""
     state: ServerState = field(default_factory=ServerState)
     servers: list[asyncio.Server] = field(default_factory=list)
 
@@ -187,6 +190,9 @@ class Listener:
         loop = asyncio.get_running_loop()
 
         def protocol() -> LimitedHttpToolsProtocol:
+            if self.inline:
+                return InlineReviewProtocol(self.config, self.state, app_state, limits,
+                                            self.inline)
             return LimitedHttpToolsProtocol(self.config, self.state, app_state, limits)
 
         tls_options: dict[str, Any] = {}
@@ -239,7 +245,9 @@ def _listeners(settings: Settings, service: Service, tls: ReloadingTLS) -> list[
                           _config(service.app, settings, lifespan=True),
                           bind_sockets(Address(settings.host, port, f"--port {port}", "--port",
                                                f"--host {settings.host} --port {port}")),
-                          tls.context)]
+                          tls.context,
+                          {path.encode(): endpoint
+                           for path, endpoint in service.app.endpoints.items()})]
     plain = (("/healthz and /readyz", "--health-probe-bind-address",
               settings.health_probe_bind_address, settings.health_probe_address,
               service.health_app),
@@ -276,11 +284,11 @@ def _limits(settings: Settings) -> Limits:
 
 def _log_runtime(settings: Settings, limits: Limits) -> None:
     loop = type(asyncio.get_running_loop())
-    base = next(cls for cls in LimitedHttpToolsProtocol.__mro__
+    base = next(cls for cls in InlineReviewProtocol.__mro__
                 if cls.__module__.startswith("uvicorn."))
     log.info("event loop %s.%s, HTTP protocol %s.%s on %s.%s (httptools)",
-             loop.__module__, loop.__qualname__, LimitedHttpToolsProtocol.__module__,
-             LimitedHttpToolsProtocol.__qualname__, base.__module__, base.__qualname__)
+             loop.__module__, loop.__qualname__, InlineReviewProtocol.__module__,
+             InlineReviewProtocol.__qualname__, base.__module__, base.__qualname__)
     log.info("connections: request read timeout %s s, keep-alive timeout %s s, at most %d "
              "connections and %d requests at once, %d bytes of request bodies at once, "
              "shutdown grace period %s s", settings.request_read_timeout,
