@@ -28,17 +28,17 @@ lint: $(STAMP)
 
 ## fuzz: the fuzz suite's long run (make test runs a short one)
 fuzz: $(STAMP)
-	FUZZ_LONG=1 $(BIN)/python -m pytest -q tests/test_fuzz.py
+	FUZZ_LONG=1 $(BIN)/python -m pytest -q tests/service/test_fuzz.py
 
 ## bench: issue 9's benchmark, service vs floor over TLS (docs/benchmarks.md); then live_state.py
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
-	$(BIN)/python bench/live_state.py
+	PYTHONPATH=. $(BIN)/python bench/run.py
+	PYTHONPATH=. $(BIN)/python bench/live_state.py
 
 ## bench-quick: bench/run.py with 3 s per measurement on a tenth of the cluster (indicative only)
 .PHONY: bench-quick
 bench-quick: $(STAMP)
-	$(BIN)/python bench/run.py --quick
+	PYTHONPATH=. $(BIN)/python bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -19,7 +19,6 @@ import os
 import random
 import re
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,18 +26,14 @@ from typing import Any
 
 import orjson
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
-
-from conftest import RunningService, start_service, stop_service  # noqa: E402
-from kubeapi import MIGRATION_POLICIES, NAMESPACES, VMIS, KubeApiServer  # noqa: E402
-
-from app.admission.handlers import MUTATE_PATH, MigrationStamper  # noqa: E402
-from app.admission.review import AdmissionRequest, parse_review  # noqa: E402
-from app.policy.precedence import PolicyIndex  # noqa: E402
-from app.settings import KUBE_STATE, Settings  # noqa: E402
-from app.state.kube import KubeState  # noqa: E402
-from app.state.kube_api import KubeApi  # noqa: E402
+from app.admission.handlers import MUTATE_PATH, MigrationStamper
+from app.admission.review import AdmissionRequest, parse_review
+from app.policy.precedence import PolicyIndex
+from app.settings import KUBE_STATE, Settings
+from app.state.kube import KubeState
+from app.state.kube_api import KubeApi
+from tests.support.kubeapi import MIGRATION_POLICIES, NAMESPACES, VMIS, KubeApiServer
+from tests.support.service import RunningService, start_service, stop_service
 
 ENVS = ("prod", "staging", "dev")
 TIERS = ("gold", "silver", "bronze")

@@ -15,7 +15,6 @@ import gc
 import importlib.metadata
 import os
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,12 +28,9 @@ import in_process
 import loadgen
 import servers
 
-sys.path.append(str(cluster.REPO / "tests"))
-
-from kubeapi import MIGRATION_POLICIES, NAMESPACES, VMIS, KubeApiServer
-
 from app.admission.handlers import MUTATE_PATH, VALIDATE_PATH
 from app.serving.tls import ensure_dev_certificates
+from tests.support.kubeapi import MIGRATION_POLICIES, NAMESPACES, VMIS, KubeApiServer
 
 Result = dict[str, Any]
 

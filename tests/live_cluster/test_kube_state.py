@@ -1,0 +1,467 @@
+"""`--state kube` (contract §5): the real service against a stand-in API server.
+
+The service runs as a user runs it, with `--state kube --kubeconfig FILE`; the only
+stand-in is `kubeapi.KubeApiServer`, which speaks the API server's wire protocol over
+HTTPS. Tests change the cluster and break the API under the running service, then poll
+its decisions until they show the change (never a timed assertion).
+"""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import jsonpatch
+import pytest
+
+from tests.support.kubeapi import (
+    MIGRATION_POLICIES,
+    NAMESPACES,
+    RESOURCES,
+    VMIS,
+    KubeApiServer,
+    Resource,
+    namespace,
+    policy,
+    vmi,
+)
+from tests.support.service import REPO, RunningService, free_port, start_service, stop_service
+
+MUTATE = "/mutate-virtualmachineinstancemigration"
+PREFIX = "migrations.kubevirt.io/"
+DEADLINE = 30.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the webhook did to a new migration."""
+
+    annotations: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def policy(self) -> str | None:
+        return self.annotations.get(PREFIX + "policy")
+
+
+def migration_review(namespace_name: str, vmi_name: str) -> dict[str, Any]:
+    uid = str(uuid.uuid4())
+    return {
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "kubevirt.io", "version": "v1",
+                     "kind": "VirtualMachineInstanceMigration"},
+            "resource": {"group": "kubevirt.io", "version": "v1",
+                         "resource": "virtualmachineinstancemigrations"},
+            "name": f"migrate-{vmi_name}", "namespace": namespace_name, "operation": "CREATE",
+            "userInfo": {"username": "kubernetes-admin"},
+            "object": {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
+                       "metadata": {"name": f"migrate-{vmi_name}",
+                                    "namespace": namespace_name},
+                       "spec": {"vmiName": vmi_name}},
+            "oldObject": None, "dryRun": False,
+        },
+    }
+
+
+def decide(client: httpx.Client, namespace_name: str, vmi_name: str) -> Decision:
+    """POST a migration review; the migration's annotations after the patch is applied."""
+    review = migration_review(namespace_name, vmi_name)
+    answer = client.post(MUTATE, json=review)
+    assert answer.status_code == 200, answer.text
+    response = answer.json()["response"]
+    assert response["uid"] == review["request"]["uid"]
+    assert response["allowed"] is True
+    migration = review["request"]["object"]
+    if "patch" in response:
+        assert response["patchType"] == "JSONPatch"
+        migration = jsonpatch.apply_patch(migration,
+                                          json.loads(base64.b64decode(response["patch"])))
+    return Decision(migration["metadata"].get("annotations", {}), response.get("warnings", []))
+
+
+def wait_for(probe: Callable[[], T], expected: T | Callable[[T], bool]) -> T:
+    """Poll `probe` until it returns `expected` (or satisfies it), or the deadline passes."""
+    matches = expected if callable(expected) else (lambda value: value == expected)
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        value = probe()
+        if matches(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def policy_of(client: httpx.Client, namespace_name: str, vmi_name: str) -> Callable[[], Any]:
+    return lambda: decide(client, namespace_name, vmi_name).policy
+
+
+def list_count(api: KubeApiServer, resource: Resource) -> int:
+    return len(api.calls("list", resource))
+
+
+def seed(api: KubeApiServer) -> None:
+    """Namespace hpc (env=prod) with VMIs db (app=db, tier=gold) and web (app=web)."""
+    api.create(NAMESPACES, namespace("hpc", {"env": "prod"}))
+    api.create(NAMESPACES, namespace("default"))
+    api.create(VMIS, vmi("hpc", "db", {"app": "db", "tier": "gold"}))
+    api.create(VMIS, vmi("hpc", "web", {"app": "web"}))
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[KubeApiServer]:
+    server = KubeApiServer(tmp_path / "kubeapi").start()
+    yield server
+    server.release_gets()
+    server.stop()
+
+
+@contextmanager
+def webhook(
+    tmp_path: Path, api: KubeApiServer, *, wait_ready: bool = True, token: str | None = None,
+    args: Sequence[str] = (),
+) -> Iterator[tuple[RunningService, httpx.Client]]:
+    """The real service on `--state kube`, configured by a kubeconfig for `api`."""
+    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", token=token)
+    service = start_service(
+        tmp_path, ["--state", "kube", "--kubeconfig", str(kubeconfig), *args],
+        wait_ready=wait_ready)
+    try:
+        with service.client() as client:
+            yield service, client
+    finally:
+        stop_service(service)
+
+
+def test_policy_created_changed_and_deleted_changes_the_next_decisions(tmp_path, api):
+    seed(api)
+    with webhook(tmp_path, api) as (_, client):
+        assert decide(client, "hpc", "db") == Decision({})
+
+        api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"},
+                                              bandwidthPerMigration="64Mi"))
+        assert wait_for(policy_of(client, "hpc", "db"), "db") == "db"
+        assert decide(client, "hpc", "db").annotations[PREFIX + "bandwidthPerMigration"] == "64Mi"
+
+        api.update(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"},
+                                              bandwidthPerMigration="1Gi"))
+        bandwidth = wait_for(
+            lambda: decide(client, "hpc", "db").annotations.get(PREFIX + "bandwidthPerMigration"),
+            "1Gi")
+        assert bandwidth == "1Gi"
+
+        api.create(MIGRATION_POLICIES, policy(
+            "gold-db", namespace_selector={"env": "prod"},
+            vmi_selector={"app": "db", "tier": "gold"}, allowPostCopy=True))
+        assert wait_for(policy_of(client, "hpc", "db"), "gold-db") == "gold-db"
+        gold = decide(client, "hpc", "db").annotations
+        assert gold[PREFIX + "allowPostCopy"] == "true"
+        assert PREFIX + "bandwidthPerMigration" not in gold
+        assert decide(client, "hpc", "web").policy is None
+
+        api.delete(MIGRATION_POLICIES, "gold-db")
+        assert wait_for(policy_of(client, "hpc", "db"), "db") == "db"
+        api.delete(MIGRATION_POLICIES, "db")
+        assert wait_for(policy_of(client, "hpc", "db"), None) is None
+        assert decide(client, "hpc", "db") == Decision({})
+
+
+def test_label_changes_and_deletions_of_vmis_and_namespaces(tmp_path, api):
+    seed(api)
+    api.create(MIGRATION_POLICIES, policy("prod", namespace_selector={"env": "prod"}))
+    api.create(MIGRATION_POLICIES, policy("web", vmi_selector={"app": "web"},
+                                          namespace_selector={"env": "prod"}))
+    with webhook(tmp_path, api) as (_, client):
+        assert decide(client, "hpc", "db").policy == "prod"
+        assert decide(client, "hpc", "web").policy == "web"
+
+        api.update(VMIS, vmi("hpc", "web", {"app": "api"}))
+        assert wait_for(policy_of(client, "hpc", "web"), "prod") == "prod"
+
+        api.update(NAMESPACES, namespace("hpc", {"env": "dev"}))
+        assert wait_for(policy_of(client, "hpc", "db"), None) is None
+
+        api.delete(VMIS, "db", "hpc")
+        gone = wait_for(lambda: decide(client, "hpc", "db"), lambda d: bool(d.warnings))
+        assert gone.annotations == {}
+        assert gone.warnings == ["no migration policy applied: VMI 'db' not found in "
+                                 "namespace 'hpc'"]
+
+        api.delete(NAMESPACES, "hpc")
+        orphan = wait_for(lambda: decide(client, "hpc", "web"), lambda d: bool(d.warnings))
+        assert orphan.warnings == ["no migration policy applied: namespace 'hpc' not found"]
+
+
+@pytest.mark.parametrize("failing", RESOURCES, ids=lambda resource: resource.plural)
+def test_not_ready_until_every_kind_has_listed(tmp_path, api, failing):
+    seed(api)
+    api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+    api.fail("list", failing)
+    with webhook(tmp_path, api, wait_ready=False) as (service, client):
+        others = [resource for resource in RESOURCES if resource != failing]
+        listed = wait_for(service.log, lambda log: all(
+            f"{resource.plural}: listed" in log for resource in others))
+        assert all(f"{resource.plural}: listed" in listed for resource in others), listed
+        assert wait_for(lambda: list_count(api, failing), lambda n: n >= 2) >= 2
+
+        assert client.get("/healthz").status_code == 200
+        readyz = client.get("/readyz")
+        assert readyz.status_code == 503
+        assert "not synced" in readyz.text
+        assert decide(client, "hpc", "db") == Decision({}, [
+            "no migration policy applied: the webhook's cluster state has not synced yet"])
+
+        api.heal()
+        assert wait_for(lambda: client.get("/readyz").status_code, 200) == 200
+        assert decide(client, "hpc", "db").policy == "db"
+
+
+def test_a_wrong_token_is_never_ready(tmp_path, api):
+    seed(api)
+    with webhook(tmp_path, api, wait_ready=False, token="not-the-token") as (service, client):
+        assert wait_for(lambda: "401" in service.log(), True), service.log()
+        assert client.get("/readyz").status_code == 503
+
+
+@pytest.mark.parametrize("expired_as", ["error-event", "http-status"])
+def test_relists_after_410_gone_and_applies_what_changed_meanwhile(tmp_path, api, expired_as):
+    seed(api)
+    api.create(MIGRATION_POLICIES, policy("old", vmi_selector={"app": "db"}))
+    with webhook(tmp_path, api) as (_, client):
+        assert decide(client, "hpc", "db").policy == "old"
+        lists = {resource: list_count(api, resource) for resource in RESOURCES}
+
+        # The watches go away and cannot come back while the cluster changes, and then
+        # the history they would resume from is compacted.
+        for resource in RESOURCES:
+            api.fail("watch", resource)
+        api.cut_watches()
+        api.delete(MIGRATION_POLICIES, "old")
+        api.create(MIGRATION_POLICIES, policy("new", vmi_selector={"tier": "gold"}))
+        api.create(MIGRATION_POLICIES, policy("prod", namespace_selector={"env": "prod"}))
+        api.delete(VMIS, "web", "hpc")
+        api.update(NAMESPACES, namespace("hpc", {"env": "dev"}))
+        api.compact()
+        api.expire_with_http_status = expired_as == "http-status"
+        api.heal()
+
+        assert wait_for(policy_of(client, "hpc", "db"), "new") == "new"
+        for resource in RESOURCES:
+            assert wait_for(lambda r=resource: list_count(api, r), lists[resource] + 1) == \
+                lists[resource] + 1, f"{resource.plural} not listed again"
+        gone = wait_for(lambda: decide(client, "hpc", "web"), lambda d: bool(d.warnings))
+        assert gone.warnings == ["no migration policy applied: VMI 'web' not found in "
+                                 "namespace 'hpc'"]
+        # The namespace lost env=prod in the gap: "prod" no longer applies anywhere there.
+        assert decide(client, "hpc", "db").policy == "new"
+
+
+def test_resumes_from_the_last_resource_version_after_a_dropped_connection(tmp_path, api):
+    seed(api)
+    with webhook(tmp_path, api) as (service, client):
+        assert decide(client, "hpc", "db").policy is None
+        lists = len(api.calls("list"))
+        watches = len(api.calls("watch"))
+
+        api.cut_watches()
+        api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+        api.update(VMIS, vmi("hpc", "web", {"app": "db"}))
+        assert wait_for(policy_of(client, "hpc", "db"), "db") == "db"
+        assert wait_for(policy_of(client, "hpc", "web"), "db") == "db"
+
+        every_kind = {r.plural for r in RESOURCES}
+        # Namespaces changed nothing the decisions show: wait for their watch to resume too.
+        assert wait_for(lambda: {call.resource for call in api.calls("watch")[watches:]},
+                        every_kind) == every_kind
+        assert len(api.calls("list")) == lists, "a dropped connection must not relist"
+        resumed = api.calls("watch")[watches:]
+        for call in resumed:
+            assert call.query["resourceVersion"].isdigit()
+            assert call.query["allowWatchBookmarks"] == "true"
+        assert "Connection broken" in service.log()
+
+
+def test_bookmarks_move_the_resume_point(tmp_path, api):
+    seed(api)
+    api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+    with webhook(tmp_path, api) as (_, client):
+        assert decide(client, "hpc", "db").policy == "db"
+        assert wait_for(lambda: api.active_watches, 3) == 3
+        # Changes to namespaces only: the policy watch sees nothing of them...
+        for index in range(5):
+            api.create(NAMESPACES, namespace(f"extra-{index}"))
+        policy_lists = list_count(api, MIGRATION_POLICIES)
+        # ...until a bookmark tells it the resourceVersion it has reached.
+        bookmark_version = api.resource_version
+        sent = api.bookmarks_sent
+        api.send_bookmark()
+        assert wait_for(lambda: api.bookmarks_sent, sent + 3) == sent + 3
+        # Counted before the cut: the watch may resume before the next line runs.
+        watches = len(api.calls("watch", MIGRATION_POLICIES))
+        api.compact()
+        api.cut_watches()
+
+        api.create(MIGRATION_POLICIES, policy("gold", vmi_selector={"tier": "gold"},
+                                              namespace_selector={"env": "prod"}))
+        assert wait_for(policy_of(client, "hpc", "db"), "gold") == "gold"
+        resumed = api.calls("watch", MIGRATION_POLICIES)[watches:]
+        assert resumed[0].query["resourceVersion"] == str(bookmark_version)
+        assert list_count(api, MIGRATION_POLICIES) == policy_lists
+
+
+@pytest.mark.parametrize("history", ["kept", "lost"])
+def test_recovers_when_the_api_server_restarts(tmp_path, api, history):
+    seed(api)
+    with webhook(tmp_path, api) as (_, client):
+        assert decide(client, "hpc", "db").policy is None
+        lists = list_count(api, MIGRATION_POLICIES)
+
+        api.stop()
+        # The last known state keeps serving while the API is away.
+        assert client.get("/readyz").status_code == 200
+        assert decide(client, "hpc", "db") == Decision({})
+        api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+        if history == "lost":
+            api.compact()
+        api.start()
+
+        assert wait_for(policy_of(client, "hpc", "db"), "db") == "db"
+        expected_lists = lists + 1 if history == "lost" else lists
+        assert wait_for(lambda: list_count(api, MIGRATION_POLICIES), expected_lists) == \
+            expected_lists
+
+
+def test_a_vmi_created_just_before_its_migration_is_fetched_directly(tmp_path, api):
+    seed(api)
+    api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+    with webhook(tmp_path, api) as (service, client):
+        assert decide(client, "hpc", "db").policy == "db"
+        assert api.calls("get") == []
+
+        with api.holding_events():  # the watch does not deliver it yet
+            api.create(VMIS, vmi("hpc", "new-db", {"app": "db"}))
+            assert decide(client, "hpc", "new-db").policy == "db"
+            gets = api.calls("get", VMIS)
+            assert [(call.namespace, call.name) for call in gets] == [("hpc", "new-db")]
+            # Remembered until the watch catches up: no second GET.
+            assert decide(client, "hpc", "new-db").policy == "db"
+            assert len(api.calls("get", VMIS)) == 1
+
+            missing = decide(client, "hpc", "no-such-vmi")
+            assert missing == Decision({}, ["no migration policy applied: VMI 'no-such-vmi' "
+                                            "not found in namespace 'hpc'"])
+            assert [call.name for call in api.calls("get", VMIS)] == ["new-db", "no-such-vmi"]
+        assert "fetched directly" in service.log()
+        assert decide(client, "hpc", "new-db").policy == "db"
+
+
+def test_a_failed_direct_get_says_so(tmp_path, api):
+    seed(api)
+    api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+    with webhook(tmp_path, api) as (_, client):
+        api.fail("get", VMIS, 503)
+        failed = decide(client, "hpc", "not-yet-watched")
+        assert failed == Decision({}, ["no migration policy applied: could not look up VMI "
+                                       "'not-yet-watched' in namespace 'hpc': the API "
+                                       "answered 503"])
+        assert decide(client, "hpc", "db").policy == "db"  # cache hits are unaffected
+
+
+def test_a_direct_get_does_not_hold_up_other_requests(tmp_path, api):
+    seed(api)
+    api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+    with webhook(tmp_path, api) as (service, client):
+        results: list[Decision] = []
+        with api.holding_events():
+            api.create(VMIS, vmi("hpc", "new-db", {"app": "db"}))
+            api.hold_gets()
+            try:
+                def migrate() -> None:
+                    with service.client() as other:
+                        results.append(decide(other, "hpc", "new-db"))
+
+                thread = threading.Thread(target=migrate)
+                thread.start()
+                assert wait_for(lambda: len(api.calls("get", VMIS)), 1) == 1
+                # The lookup is waiting on the API; the event loop is not.
+                assert client.get("/healthz").status_code == 200
+                assert decide(client, "hpc", "db").policy == "db"
+                # The held GET gives up at its deadline: the migration is not held with it.
+                thread.join(timeout=DEADLINE)
+            finally:
+                api.release_gets()
+            assert results == [Decision({}, [
+                "no migration policy applied: could not look up VMI 'new-db' in namespace "
+                "'hpc': the API did not answer within 1 s"])]
+            # A failure is not remembered: the next migration asks again, and finds it.
+            assert decide(client, "hpc", "new-db").policy == "db"
+        assert len(api.calls("get", VMIS)) == 2
+
+
+def test_an_invalid_policy_in_the_cluster_is_left_out(tmp_path, api):
+    seed(api)
+    api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+    api.create(MIGRATION_POLICIES, policy("broken", vmi_selector={"app": "db", "tier": "gold"},
+                                          bandwidthPerMigration="-1Gi"))
+    with webhook(tmp_path, api) as (service, client):
+        assert decide(client, "hpc", "db").policy == "db"
+        assert "MigrationPolicy 'broken' is invalid and is ignored" in service.log()
+
+        api.update(MIGRATION_POLICIES, policy("broken", vmi_selector={"app": "db",
+                                                                      "tier": "gold"}))
+        assert wait_for(policy_of(client, "hpc", "db"), "broken") == "broken"
+        api.update(MIGRATION_POLICIES, policy("broken", vmi_selector={"app": "db",
+                                                                      "tier": "gold"},
+                                              completionTimeoutPerGiB="soon"))
+        assert wait_for(policy_of(client, "hpc", "db"), "db") == "db"
+
+
+def test_a_large_list_is_read_in_pages(tmp_path, api):
+    seed(api)
+    api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+    api.load(VMIS, [vmi("hpc", f"vm-{index:05}", {"app": "db" if index % 2 else "web"})
+                    for index in range(1234)])
+    with webhook(tmp_path, api) as (_, client):
+        assert decide(client, "hpc", "vm-01233").policy == "db"
+        assert decide(client, "hpc", "vm-01232").policy is None
+        assert api.calls("get") == []
+        pages = api.calls("list", VMIS)
+        assert len(pages) == 3
+        assert all(call.query["limit"] == "500" for call in pages)
+        assert "continue" not in pages[0].query
+        assert all(call.query["continue"] for call in pages[1:])
+
+
+def _serve_without_cluster(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("KUBERNETES_")}
+    return subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port",
+         str(free_port()), "--certs-dir", str(tmp_path / "certs"), "--state", "kube", *extra],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_state_kube_outside_a_cluster_needs_a_kubeconfig(tmp_path):
+    result = _serve_without_cluster(tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "in-cluster configuration" in result.stderr
+    assert "--kubeconfig" in result.stderr
+
+
+def test_state_kube_with_a_missing_kubeconfig_names_it(tmp_path):
+    missing = tmp_path / "no-such-kubeconfig"
+    result = _serve_without_cluster(tmp_path, "--kubeconfig", str(missing))
+    assert result.returncode == 2, result.stderr
+    assert str(missing) in result.stderr

@@ -1,0 +1,235 @@
+"""`--state kube` never goes blind: the reflectors recover from what real API servers do.
+
+The real service against the stand-in API server (tests/kubeapi.py). Each test breaks the
+API under the running service and measures, from the moment of the fault, how long until
+the decisions are right again: within 1 s after a 410 (and a cut) or a 504 "too large
+resource version", within --watch-idle-timeout + 1 s after a stream goes silent.
+"""
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.live_cluster.test_kube_state import decide, list_count, seed, wait_for, webhook
+from tests.live_cluster.test_kube_state_freshness import scrape, value
+from tests.support.kubeapi import (
+    MIGRATION_POLICIES,
+    NAMESPACES,
+    RESOURCES,
+    VMIS,
+    KubeApiServer,
+    namespace,
+    policy,
+    vmi,
+)
+
+RECOVERY_SECONDS = 1.0
+IDLE_TIMEOUT = 2.0
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[KubeApiServer]:
+    server = KubeApiServer(tmp_path / "kubeapi").start()
+    yield server
+    server.release_gets()
+    server.stop()
+
+
+def seconds_until(probe: Callable[[], object], expected: object, *, limit: float) -> float:
+    """Seconds until `probe()` returns `expected`, polled as fast as the service answers;
+    fails after `limit` + a margin, saying what it last saw."""
+    started = time.monotonic()
+    while True:
+        value = probe()
+        elapsed = time.monotonic() - started
+        if value == expected:
+            return elapsed
+        assert elapsed < limit + 5, f"still {value!r} after {elapsed:.1f} s"
+
+
+def policy_now(client: httpx.Client, vmi_name: str = "db") -> Callable[[], str | None]:
+    return lambda: decide(client, "hpc", vmi_name).policy
+
+
+def test_a_410_and_a_cut_after_an_outage_of_lists_recover_within_1s(tmp_path, api):
+    seed(api)
+    api.create(MIGRATION_POLICIES, policy("prod", namespace_selector={"env": "prod"}))
+    with webhook(tmp_path, api) as (service, client):
+        assert decide(client, "hpc", "db").policy == "prod"
+
+        # The API refuses lists for a while; the watches are cut after a compaction, so
+        # every kind must list again, and fails, backing off further each time.
+        for resource in RESOURCES:
+            api.fail("list", resource, 503)
+        lists = {resource: list_count(api, resource) for resource in RESOURCES}
+        with api.holding_events():
+            api.update(NAMESPACES, namespace("hpc", {"env": "dev"}))
+            api.create(MIGRATION_POLICIES, policy("unrelated", vmi_selector={"app": "x"}))
+            api.create(VMIS, vmi("hpc", "unrelated"))
+            api.compact()
+            api.cut_watches()
+        for resource in RESOURCES:
+            assert wait_for(lambda r=resource: list_count(api, r),
+                            lambda n, r=resource: n >= lists[r] + 4) >= lists[resource] + 4
+        healed = {resource: list_count(api, resource) for resource in RESOURCES}
+        api.heal()
+        # The API is back: each kind lists when its backoff ends (up to 8 s here).
+        assert wait_for(policy_now(client), None) is None
+        for resource in RESOURCES:
+            assert wait_for(lambda r=resource: list_count(api, r),
+                            lambda n, r=resource: n > healed[r]) > healed[resource]
+        assert wait_for(lambda: api.active_watches, 3) == 3
+
+        # The successful list reset the backoff: one refused watch waits the shortest delay,
+        # not the 4 to 8 s the outage had reached.
+        api.fail("watch", NAMESPACES, 503)
+        watches = api.count("watch", NAMESPACES)
+        api.cut_watches()
+        assert wait_for(lambda: api.count("watch", NAMESPACES), watches + 1) == watches + 1
+        api.heal()
+        waited = seconds_until(lambda: api.count("watch", NAMESPACES) > watches + 1, True,
+                               limit=RECOVERY_SECONDS)
+        assert waited < RECOVERY_SECONDS, f"the watch waited {waited:.2f} s after one failure"
+        assert wait_for(lambda: api.active_watches, 3) == 3
+
+        # Later, a compaction and a cut: the resumed watch is answered 410 and lists again.
+        with api.holding_events():
+            api.update(NAMESPACES, namespace("hpc", {"env": "prod"}))
+            api.compact()
+            api.cut_watches()
+        elapsed = seconds_until(policy_now(client), "prod", limit=RECOVERY_SECONDS)
+        assert elapsed < RECOVERY_SECONDS, f"blind for {elapsed:.2f} s after the 410"
+        assert "retrying in" in service.log()  # the outage did back off
+
+
+@pytest.mark.parametrize("too_large_as", ["http-status", "error-event"])
+def test_a_504_too_large_resource_version_relists_from_scratch_within_1s(
+        tmp_path, api, too_large_as):
+    seed(api)
+    api.create(MIGRATION_POLICIES, policy("old", vmi_selector={"app": "db"}))
+    api.load(NAMESPACES, [namespace(f"filler-{index}") for index in range(30)])
+    api.too_large_as_event = too_large_as == "error-event"
+    with webhook(tmp_path, api) as (service, client):
+        assert decide(client, "hpc", "db").policy == "old"
+        lists = {resource: list_count(api, resource) for resource in RESOURCES}
+
+        # Restored from a backup 20 writes old: the service has seen newer versions.
+        with api.holding_events():
+            api.restore(20)
+            api.create(MIGRATION_POLICIES, policy("new", vmi_selector={"app": "db"},
+                                                  namespace_selector={"env": "prod"}))
+        elapsed = seconds_until(policy_now(client), "new", limit=RECOVERY_SECONDS)
+        assert elapsed < RECOVERY_SECONDS, f"blind for {elapsed:.2f} s after the 504"
+
+        for resource in RESOURCES:
+            assert wait_for(lambda r=resource: list_count(api, r), lists[resource] + 1) == \
+                lists[resource] + 1, f"{resource.plural} not listed again"
+        relists = [call for call in api.calls("list")
+                   if call.resource == MIGRATION_POLICIES.plural][lists[MIGRATION_POLICIES]:]
+        assert all("resourceVersion" not in call.query for call in relists)
+        assert "Too large resource version" in service.log()
+        samples = scrape(client)
+        for resource in RESOURCES:
+            assert value(samples, "watch_restarts_total", resource=resource.plural,
+                         reason="too_large_resource_version") == 1
+        # Back to normal: the watches follow the restored server's versions.
+        api.delete(MIGRATION_POLICIES, "new")
+        assert wait_for(policy_now(client), "old") == "old"
+
+
+def test_a_silent_watch_is_resumed_within_the_idle_timeout(tmp_path, api):
+    seed(api)
+    api.bookmark_interval = 0.5  # as a real API server bookmarks, only more often
+    with webhook(tmp_path, api, args=["--watch-idle-timeout", str(IDLE_TIMEOUT)]) as (
+            service, client):
+        assert decide(client, "hpc", "db").policy is None
+        lists = len(api.calls("list"))
+        # Quiet but healthy watches are kept: their bookmarks show they are alive.
+        time.sleep(IDLE_TIMEOUT + 1)
+        assert "no event or bookmark" not in service.log()
+        watches = len(api.calls("watch"))
+        assert watches == 3
+
+        api.silence_watches()
+        api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+        elapsed = seconds_until(policy_now(client), "db", limit=IDLE_TIMEOUT + 1)
+        assert elapsed < IDLE_TIMEOUT + 1, f"blind for {elapsed:.2f} s after the silence"
+
+        assert wait_for(lambda: len(api.calls("watch")), watches + 3) == watches + 3
+        resumed = api.calls("watch")[watches:]
+        assert all(call.query["resourceVersion"].isdigit() for call in resumed)
+        assert len(api.calls("list")) == lists, "a silent watch is resumed, not relisted"
+        assert f"the watch brought no event or bookmark for {IDLE_TIMEOUT:g} s" in service.log()
+        samples = scrape(client)
+        for resource in RESOURCES:
+            assert value(samples, "watch_restarts_total", resource=resource.plural,
+                         reason="idle") == 1
+
+
+def test_watches_ask_for_bookmarks_and_spread_timeouts(tmp_path, api):
+    seed(api)
+    with webhook(tmp_path, api) as (_, client):
+        assert decide(client, "hpc", "db").policy is None
+        for _ in range(3):
+            assert wait_for(lambda: api.active_watches, 3) == 3
+            count = len(api.calls("watch"))
+            api.cut_watches()
+            assert wait_for(lambda c=count: len(api.calls("watch")), count + 3) == count + 3
+    timeouts = {int(call.query["timeoutSeconds"]) for call in api.calls("watch")}
+    assert all(300 <= seconds < 600 for seconds in timeouts), timeouts
+    assert len(timeouts) > 1, "every watch asked for the same timeout"
+    assert all(call.query["allowWatchBookmarks"] == "true" for call in api.calls("watch"))
+
+
+def test_a_forbidden_list_or_watch_names_the_missing_permission(tmp_path, api):
+    seed(api)
+    api.fail("list", VMIS, 403)
+    with webhook(tmp_path, api, wait_ready=False) as (service, client):
+        expected = ("virtualmachineinstances: permission missing: verb 'list' on resource "
+                    "'virtualmachineinstances' in API group \"kubevirt.io\" in every namespace")
+        assert wait_for(lambda: expected in service.log(), True), service.log()
+        assert 'cannot list resource "virtualmachineinstances"' in service.log()
+        assert client.get("/readyz").status_code == 503
+        # Still retrying, with backoff, until the permission is granted.
+        assert wait_for(lambda: list_count(api, VMIS), lambda n: n >= 2) >= 2
+        api.heal()
+        assert wait_for(lambda: client.get("/readyz").status_code, 200) == 200
+
+        api.fail("watch", NAMESPACES, 403)
+        api.cut_watches()
+        expected = ("namespaces: permission missing: verb 'watch' on resource 'namespaces' "
+                    "in the core API group (\"\") (cluster-scoped)")
+        assert wait_for(lambda: expected in service.log(), True), service.log()
+        api.update(NAMESPACES, namespace("hpc", {"env": "prod"}))
+        api.create(MIGRATION_POLICIES, policy("prod", namespace_selector={"env": "prod"}))
+        api.heal()
+        assert wait_for(policy_now(client), "prod") == "prod"
+
+
+def _tcp_timers() -> dict[tuple[str, int], int]:
+    """The kernel's timer kind of each established IPv4 TCP socket, by local address
+    (/proc/net/tcp `tr`: 0 none, 1 retransmit, 2 keepalive)."""
+    timers = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] != "01":  # ESTABLISHED
+            continue
+        address, port = fields[1].split(":")
+        ip = ".".join(str(int(address[index:index + 2], 16)) for index in (6, 4, 2, 0))
+        timers[(ip, int(port, 16))] = int(fields[5].split(":")[0], 16)
+    return timers
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc/net/tcp")
+def test_api_connections_have_tcp_keepalive(tmp_path, api):
+    seed(api)
+    with webhook(tmp_path, api) as (_, client):
+        assert decide(client, "hpc", "db").policy is None
+        assert wait_for(lambda: api.active_watches, 3) == 3
+        clients = api.client_addresses()
+        assert len(clients) >= 3
+        timers = _tcp_timers()
+        assert {timers.get(address) for address in clients} == {2}, (clients, timers)

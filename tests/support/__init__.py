@@ -1,0 +1,2 @@
+"""Helpers the tests share: the service launcher, review builders, raw clients and the
+Kubernetes API stand-in."""
