@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,9 +34,9 @@ from tests.support.kubeapi import (
     policy,
     vmi,
 )
+from tests.support.reviews import MUTATE, migration_review, post_review
 from tests.support.service import REPO, RunningService, free_port, start_service, stop_service
 
-MUTATE = "/mutate-virtualmachineinstancemigration"
 PREFIX = "migrations.kubevirt.io/"
 DEADLINE = 30.0
 
@@ -56,35 +55,10 @@ class Decision:
         return self.annotations.get(PREFIX + "policy")
 
 
-def migration_review(namespace_name: str, vmi_name: str) -> dict[str, Any]:
-    uid = str(uuid.uuid4())
-    return {
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "kubevirt.io", "version": "v1",
-                     "kind": "VirtualMachineInstanceMigration"},
-            "resource": {"group": "kubevirt.io", "version": "v1",
-                         "resource": "virtualmachineinstancemigrations"},
-            "name": f"migrate-{vmi_name}", "namespace": namespace_name, "operation": "CREATE",
-            "userInfo": {"username": "kubernetes-admin"},
-            "object": {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
-                       "metadata": {"name": f"migrate-{vmi_name}",
-                                    "namespace": namespace_name},
-                       "spec": {"vmiName": vmi_name}},
-            "oldObject": None, "dryRun": False,
-        },
-    }
-
-
 def decide(client: httpx.Client, namespace_name: str, vmi_name: str) -> Decision:
     """POST a migration review; the migration's annotations after the patch is applied."""
     review = migration_review(namespace_name, vmi_name)
-    answer = client.post(MUTATE, json=review)
-    assert answer.status_code == 200, answer.text
-    response = answer.json()["response"]
-    assert response["uid"] == review["request"]["uid"]
-    assert response["allowed"] is True
+    response = post_review(client, MUTATE, review, allowed=True)
     migration = review["request"]["object"]
     if "patch" in response:
         assert response["patchType"] == "JSONPatch"

@@ -7,6 +7,7 @@ import re
 import httpx
 import pytest
 
+from tests.support.reviews import MUTATE, VALIDATE, post_review, sample_review
 from tests.support.service import REPO, SAMPLE_REVIEWS, run_cli
 
 README = (REPO / "README.md").read_text()
@@ -21,11 +22,6 @@ def output_after(command: str) -> str:
     return re.compile(r"```\w*\n(.*?)```", re.DOTALL).search(README, start).group(1)
 
 
-def post(client: httpx.Client, path: str, sample: str) -> dict:
-    answer = client.post(path, content=(SAMPLE_REVIEWS / sample).read_bytes())
-    return answer.json()["response"]
-
-
 def test_the_message_table_covers_every_mistake_sample() -> None:
     samples = {path.name for path in SAMPLE_REVIEWS.glob("policy-*.json")}
     assert {name for name, _ in ROWS} == samples - {"policy-valid-example.json"}
@@ -33,7 +29,7 @@ def test_the_message_table_covers_every_mistake_sample() -> None:
 
 @pytest.mark.parametrize(("name", "shown"), ROWS, ids=[name for name, _ in ROWS])
 def test_message_table_rows(client: httpx.Client, name: str, shown: str) -> None:
-    message = post(client, "/validate-migrationpolicy", name)["status"]["message"]
+    message = post_review(client, VALIDATE, sample_review(name))["status"]["message"]
     if shown.endswith("..."):
         assert message.startswith(shown.removesuffix("..."))
     else:
@@ -43,14 +39,14 @@ def test_message_table_rows(client: httpx.Client, name: str, shown: str) -> None
 @pytest.mark.parametrize("sample", ["policy-valid-example.json", "policy-negative-bandwidth.json"])
 def test_shown_validation_responses(client: httpx.Client, sample: str) -> None:
     shown = json.loads(output_after(f"review {sample} validate-migrationpolicy"))
-    assert post(client, "/validate-migrationpolicy", sample) == shown
+    assert post_review(client, VALIDATE, sample_review(sample)) == shown
 
 
 def test_shown_patch(client: httpx.Client) -> None:
     shown = json.loads(output_after("review migration-db-vmi.json "
                                     "mutate-virtualmachineinstancemigration | jq -r "
                                     "'.patch // empty' | base64 -d | jq ."))
-    response = post(client, "/mutate-virtualmachineinstancemigration", "migration-db-vmi.json")
+    response = post_review(client, MUTATE, sample_review("migration-db-vmi.json"))
     assert json.loads(base64.b64decode(response["patch"])) == shown
 
 

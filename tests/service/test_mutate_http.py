@@ -12,25 +12,12 @@ import httpx
 import jsonpatch
 import pytest
 
-from tests.support.service import SAMPLE_CLUSTER, SAMPLE_REVIEWS, start_service, stop_service
+from tests.support.reviews import MUTATE, post_review, sample_review
+from tests.support.service import SAMPLE_CLUSTER, start_service, stop_service
 
-MUTATE = "/mutate-virtualmachineinstancemigration"
 PREFIX = "migrations.kubevirt.io/"
 
 
-def sample(name: str) -> dict[str, Any]:
-    return json.loads((SAMPLE_REVIEWS / name).read_text())
-
-
-def post(client: httpx.Client, review: dict[str, Any]) -> dict[str, Any]:
-    answer = client.post(MUTATE, json=review)
-    assert answer.status_code == 200, answer.text
-    body = answer.json()
-    assert body["response"]["uid"] == review["request"]["uid"]
-    assert body["apiVersion"] == review["apiVersion"]
-    assert body["kind"] == "AdmissionReview"
-    assert body["response"]["allowed"] is True
-    return body["response"]
 
 
 def decoded_patch(response: dict[str, Any]) -> list[dict[str, Any]]:
@@ -83,8 +70,8 @@ EXPECTED = {
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_sample_migration_is_stamped_with_its_policy(client: httpx.Client, name: str) -> None:
-    review = sample(name)
-    response = post(client, review)
+    review = sample_review(name)
+    response = post_review(client, MUTATE, review, allowed=True)
     stamped = apply(review, response)
     expected = {PREFIX + key: value for key, value in EXPECTED[name].items()}
     assert annotations(stamped) == expected
@@ -96,17 +83,17 @@ def test_sample_migration_is_stamped_with_its_policy(client: httpx.Client, name:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_second_review_of_patched_object_yields_no_patch(client: httpx.Client, name: str) -> None:
-    review = sample(name)
-    stamped = apply(review, post(client, review))
+    review = sample_review(name)
+    stamped = apply(review, post_review(client, MUTATE, review, allowed=True))
     again = copy.deepcopy(review)
     again["request"]["object"] = stamped
-    assert "patch" not in post(client, again)
+    assert "patch" not in post_review(client, MUTATE, again, allowed=True)
 
 
 def test_absent_annotations_are_added_whole(client: httpx.Client) -> None:
-    review = sample("migration-db-vmi.json")
+    review = sample_review("migration-db-vmi.json")
     assert "annotations" not in review["request"]["object"]["metadata"]
-    patch = decoded_patch(post(client, review))
+    patch = decoded_patch(post_review(client, MUTATE, review, allowed=True))
     assert [op["op"] for op in patch] == ["add"]
     assert patch[0]["path"] == "/metadata/annotations"
 
@@ -114,9 +101,9 @@ def test_absent_annotations_are_added_whole(client: httpx.Client) -> None:
 def test_keys_are_escaped_as_json_pointer_and_user_annotations_kept(
     client: httpx.Client,
 ) -> None:
-    review = with_annotations(sample("migration-db-vmi.json"),
+    review = with_annotations(sample_review("migration-db-vmi.json"),
                               {"team.example.com/owner": "alice", "note": "keep me"})
-    response = post(client, review)
+    response = post_review(client, MUTATE, review, allowed=True)
     patch = decoded_patch(response)
     paths = {op["path"] for op in patch}
     assert "/metadata/annotations/migrations.kubevirt.io~1policy" in paths
@@ -135,54 +122,56 @@ def test_stale_owned_annotations_are_removed(client: httpx.Client) -> None:
         PREFIX + "bandwidthPerMigration": "1Ki",
         "kubevirt.io/other": "kept",
     }
-    review = with_annotations(sample("migration-db-vmi.json"), stale)
-    result = annotations(apply(review, post(client, review)))
+    review = with_annotations(sample_review("migration-db-vmi.json"), stale)
+    result = annotations(apply(review, post_review(client, MUTATE, review, allowed=True)))
     assert result == {"kubevirt.io/other": "kept",
                       **{PREFIX + k: v for k, v in EXPECTED["migration-db-vmi.json"].items()}}
 
 
 def test_stale_annotations_removed_when_no_policy_applies(client: httpx.Client) -> None:
-    review = with_annotations(sample("migration-plain-vmi.json"),
+    review = with_annotations(sample_review("migration-plain-vmi.json"),
                               {PREFIX + "policy": "copied-from-elsewhere", "mine": "yes"})
-    assert annotations(apply(review, post(client, review))) == {"mine": "yes"}
+    response = post_review(client, MUTATE, review, allowed=True)
+    assert annotations(apply(review, response)) == {"mine": "yes"}
 
 
 def test_v1beta1_review_is_answered_in_v1beta1(client: httpx.Client) -> None:
-    review = sample("migration-db-vmi.json")
+    review = sample_review("migration-db-vmi.json")
     review["apiVersion"] = "admission.k8s.io/v1beta1"
-    response = post(client, review)
+    response = post_review(client, MUTATE, review, allowed=True)
     assert annotations(apply(review, response))[PREFIX + "policy"] == "my-awesome-policy"
 
 
 @pytest.mark.parametrize("operation", ["UPDATE", "DELETE"])
 def test_other_operations_pass_untouched(client: httpx.Client, operation: str) -> None:
-    review = sample("migration-db-vmi.json")
+    review = sample_review("migration-db-vmi.json")
     review["request"]["operation"] = operation
     review["request"]["oldObject"] = copy.deepcopy(review["request"]["object"])
-    response = post(client, review)
+    response = post_review(client, MUTATE, review, allowed=True)
     assert "patch" not in response
     assert "warnings" not in response
 
 
 def test_missing_vmi_is_let_through_with_a_warning(client: httpx.Client) -> None:
-    response = post(client, sample("migration-missing-vmi.json"))
+    response = post_review(client, MUTATE, sample_review("migration-missing-vmi.json"),
+                           allowed=True)
     assert "patch" not in response
     assert any("no-such-vmi" in warning and "not found" in warning
                for warning in response["warnings"])
 
 
 def test_missing_vmi_name_is_let_through_with_a_warning(client: httpx.Client) -> None:
-    review = sample("migration-db-vmi.json")
+    review = sample_review("migration-db-vmi.json")
     del review["request"]["object"]["spec"]["vmiName"]
-    response = post(client, review)
+    response = post_review(client, MUTATE, review, allowed=True)
     assert "patch" not in response
     assert any("spec.vmiName" in warning for warning in response["warnings"])
 
 
 def test_review_of_another_resource_is_allowed_with_a_warning(client: httpx.Client) -> None:
-    review = sample("migration-db-vmi.json")
+    review = sample_review("migration-db-vmi.json")
     review["request"]["resource"] = {"group": "", "version": "v1", "resource": "pods"}
-    response = post(client, review)
+    response = post_review(client, MUTATE, review, allowed=True)
     assert "patch" not in response
     assert any("pods" in warning for warning in response["warnings"])
 
@@ -219,8 +208,9 @@ def state_dir(tmp_path: Path) -> Path:
 
 
 def stamped_policy(client: httpx.Client, name: str = "migration-db-vmi.json") -> str | None:
-    review = sample(name)
-    return annotations(apply(review, post(client, review))).get(PREFIX + "policy")
+    review = sample_review(name)
+    response = post_review(client, MUTATE, review, allowed=True)
+    return annotations(apply(review, response)).get(PREFIX + "policy")
 
 
 def test_policies_changed_on_disk_change_the_next_decision(
@@ -246,8 +236,9 @@ def test_policies_changed_on_disk_change_the_next_decision(
                 POLICY_TEMPLATE.format(name="db-everywhere", bandwidth="3Gi"))
 
             def bandwidth() -> str | None:
-                review = sample("migration-db-vmi.json")
-                result = annotations(apply(review, post(client, review)))
+                review = sample_review("migration-db-vmi.json")
+                response = post_review(client, MUTATE, review, allowed=True)
+                result = annotations(apply(review, response))
                 return result.get(PREFIX + "bandwidthPerMigration")
 
             wait_for(lambda: bandwidth() == "3Gi", "the changed bandwidth")
@@ -277,15 +268,15 @@ spec:
                                        "--annotation-prefix", "policies.example.com/"])
     try:
         with service.client() as client:
-            review = sample("migration-missing-vmi.json")
+            review = sample_review("migration-missing-vmi.json")
             review["request"]["namespace"] = "ghost-town"
             review["request"]["object"]["spec"]["vmiName"] = "orphan"
-            response = post(client, review)
+            response = post_review(client, MUTATE, review, allowed=True)
             assert "patch" not in response
             assert any("ghost-town" in warning for warning in response["warnings"])
 
-            review = sample("migration-plain-vmi.json")
-            result = annotations(apply(review, post(client, review)))
+            review = sample_review("migration-plain-vmi.json")
+            result = annotations(apply(review, post_review(client, MUTATE, review, allowed=True)))
             assert result == {
                 "policies.example.com/policy": "experimental-db",
                 "policies.example.com/maxDowntimeMs": "500",

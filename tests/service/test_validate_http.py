@@ -1,15 +1,12 @@
 """POST /validate-migrationpolicy over the real service: the sample reviews and the protocol."""
 
 import copy
-import json
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.support.reviews import VALIDATE, post_review, sample_review
 from tests.support.service import SAMPLE_REVIEWS
-
-VALIDATE = "/validate-migrationpolicy"
 
 # sample file -> expected causes (field, type, a fragment quoting the value), None if allowed
 SAMPLES: dict[str, list[tuple[str, str, str]] | None] = {
@@ -49,19 +46,6 @@ SAMPLES: dict[str, list[tuple[str, str, str]] | None] = {
 REVIEW_VERSIONS = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"]
 
 
-def load(name: str) -> dict[str, Any]:
-    return json.loads((SAMPLE_REVIEWS / name).read_text())
-
-
-def post(client: httpx.Client, review: dict[str, Any]) -> dict[str, Any]:
-    answer = client.post(VALIDATE, json=review)
-    assert answer.status_code == 200, answer.text
-    assert answer.headers["content-type"] == "application/json"
-    body = answer.json()
-    assert body["apiVersion"] == review["apiVersion"]
-    assert body["kind"] == "AdmissionReview"
-    assert body["response"]["uid"] == review["request"]["uid"]
-    return body["response"]
 
 
 def test_the_table_covers_every_policy_sample():
@@ -69,16 +53,16 @@ def test_the_table_covers_every_policy_sample():
 
 
 def test_one_sample_is_a_v1beta1_migration_policy():
-    versions = {load(name)["request"]["resource"]["version"] for name in SAMPLES}
+    versions = {sample_review(name)["request"]["resource"]["version"] for name in SAMPLES}
     assert versions == {"v1alpha1", "v1beta1"}
 
 
 @pytest.mark.parametrize("review_version", REVIEW_VERSIONS, ids=["v1", "v1beta1"])
 @pytest.mark.parametrize("name", sorted(SAMPLES), ids=lambda n: n.removesuffix(".json"))
 def test_sample_review(client, name, review_version):
-    review = load(name)
+    review = sample_review(name)
     review["apiVersion"] = review_version
-    response = post(client, review)
+    response = post_review(client, VALIDATE, review)
     expected = SAMPLES[name]
     if expected is None:
         assert response["allowed"] is True
@@ -112,11 +96,11 @@ def test_sample_file_bytes_as_sent(client):
 
 @pytest.mark.parametrize("operation", ["DELETE", "CONNECT"])
 def test_delete_is_always_allowed(client, operation):
-    review = load("policy-negative-bandwidth.json")
+    review = sample_review("policy-negative-bandwidth.json")
     request = review["request"]
     request["operation"] = operation
     request["oldObject"] = request.pop("object")
-    response = post(client, review)
+    response = post_review(client, VALIDATE, review)
     assert response["allowed"] is True
     assert "status" not in response
 
@@ -129,9 +113,9 @@ def test_delete_is_always_allowed(client, operation):
     ("migrations.kubevirt.io", "migrationpolicy", "migrations.kubevirt.io/migrationpolicy"),
 ], ids=["deployments", "pods", "migrations", "singular"])
 def test_another_resource_is_refused(client, group, resource, shown):
-    review = load("policy-valid-example.json")
+    review = sample_review("policy-valid-example.json")
     review["request"]["resource"] = {"group": group, "version": "v1", "resource": resource}
-    response = post(client, review)
+    response = post_review(client, VALIDATE, review)
     assert response["allowed"] is False
     assert response["status"]["code"] == 400
     message = response["status"]["message"]
@@ -141,17 +125,17 @@ def test_another_resource_is_refused(client, group, resource, shown):
 
 @pytest.mark.parametrize("version", ["v1alpha1", "v1beta1"])
 def test_known_policy_versions(client, version):
-    review = load("policy-valid-example.json")
+    review = sample_review("policy-valid-example.json")
     review["request"]["resource"]["version"] = version
     review["request"]["object"]["apiVersion"] = f"migrations.kubevirt.io/{version}"
-    assert post(client, review)["allowed"] is True
+    assert post_review(client, VALIDATE, review)["allowed"] is True
 
 
 @pytest.mark.parametrize("version", ["v1", "v2", "v1alpha2", ""])
 def test_unknown_policy_version_is_refused(client, version):
-    review = load("policy-valid-example.json")
+    review = sample_review("policy-valid-example.json")
     review["request"]["resource"]["version"] = version
-    response = post(client, review)
+    response = post_review(client, VALIDATE, review)
     assert response["allowed"] is False
     assert response["status"]["code"] == 400
     assert f"migrations.kubevirt.io/{version} is not" in response["status"]["message"]
@@ -159,7 +143,7 @@ def test_unknown_policy_version_is_refused(client, version):
 
 
 def update_review(old_downtime: int, new_downtime: int) -> dict[str, Any]:
-    review = load("policy-maxdowntime-without-gate.json")
+    review = sample_review("policy-maxdowntime-without-gate.json")
     request = review["request"]
     request["operation"] = "UPDATE"
     request["oldObject"] = copy.deepcopy(request["object"])
@@ -169,11 +153,11 @@ def update_review(old_downtime: int, new_downtime: int) -> dict[str, Any]:
 
 
 def test_update_keeping_a_gated_value_is_allowed(client):
-    assert post(client, update_review(300, 300))["allowed"] is True
+    assert post_review(client, VALIDATE, update_review(300, 300))["allowed"] is True
 
 
 def test_update_changing_a_gated_value_is_refused(client):
-    response = post(client, update_review(300, 400))
+    response = post_review(client, VALIDATE, update_review(300, 400))
     assert response["allowed"] is False
     assert [(c["field"], c["type"]) for c in response["status"]["details"]["causes"]] == [
         ("spec.maxDowntimeMs", "FieldValueForbidden")]
@@ -181,11 +165,11 @@ def test_update_changing_a_gated_value_is_refused(client):
 
 
 def test_warnings_reach_the_client(client):
-    review = load("policy-valid-example.json")
+    review = sample_review("policy-valid-example.json")
     review["request"]["object"]["metadata"]["name"] = "catch-all"
     review["request"]["object"]["spec"]["selectors"] = {}
     review["request"]["object"]["spec"]["bandwidthPerMigration"] = "512Ki"
-    response = post(client, review)
+    response = post_review(client, VALIDATE, review)
     assert response["allowed"] is True
     warnings = response["warnings"]
     assert len(warnings) == 2
@@ -195,9 +179,9 @@ def test_warnings_reach_the_client(client):
 
 
 def test_denial_keeps_warnings(client):
-    review = load("policy-negative-timeout.json")
+    review = sample_review("policy-negative-timeout.json")
     review["request"]["object"]["spec"]["selectors"] = {}
-    response = post(client, review)
+    response = post_review(client, VALIDATE, review)
     assert response["allowed"] is False
     assert any("every VMI" in warning for warning in response["warnings"])
 
@@ -205,18 +189,18 @@ def test_denial_keeps_warnings(client):
 @pytest.mark.parametrize("uid", ["x", "705ab4f5-6393-11e8-b7cc-42010a800002", "ü" * 300],
                          ids=["short", "uuid", "long-unicode"])
 def test_uid_is_echoed(client, uid):
-    review = load("policy-negative-bandwidth.json")
+    review = sample_review("policy-negative-bandwidth.json")
     review["request"]["uid"] = uid
-    assert post(client, review)["uid"] == uid
+    assert post_review(client, VALIDATE, review)["uid"] == uid
 
 
 def test_all_problems_in_one_answer(client):
-    review = load("policy-valid-example.json")
+    review = sample_review("policy-valid-example.json")
     spec = review["request"]["object"]["spec"]
     spec.update({"bandwidthPerMigration": "-1Gi", "completionTimeoutPerGiB": "23",
                  "allowPostCopy": "no", "bandwithPerMigration": "1Gi"})
     spec["selectors"]["namespaceSelector"]["hpc-workloads"] = True
-    response = post(client, review)
+    response = post_review(client, VALIDATE, review)
     fields = [cause["field"] for cause in response["status"]["details"]["causes"]]
     assert len(fields) == 5
     assert set(fields) == {
