@@ -59,7 +59,7 @@ import jsonpatch
 import orjson
 import yaml
 
-from tests.support.kubeapi.server import (
+from tests.support.kubeapi import (
     JSON,
     KubeApiServer,
     Object,
