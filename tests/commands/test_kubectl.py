@@ -1,6 +1,6 @@
 """What a user sees in kubectl, proven with the real kubectl.
 
-Each test starts the API fixture (`kubeapi.KubeApiServer` with `kubeapi_admission.AdmissionFront`:
+Each test starts the API fixture (`KubeApiServer` with `AdmissionFront`, tests/support/kubeapi/:
 discovery, OpenAPI, create/apply/get/delete of MigrationPolicies, and the validating webhook
 called over TLS as the API server calls it), registers the ValidatingWebhookConfiguration the
 project ships (`app/admission/configurations.py`) pointed at the real service, started as in
@@ -163,7 +163,7 @@ def test_a_refused_apply_names_every_field_and_value_and_exits_1(cluster: Cluste
 def test_every_mistake_of_three_is_a_line_of_kubectl_create(cluster: Cluster) -> None:
     """The webhook's causes as kubectl prints them. (On a real cluster the CRD's schema
     refuses the string timeout and the boolean label value first, in the API server's words:
-    tests/test_crd_schema.py; the README's example is one whose mistakes reach the webhook.)"""
+    tests/unit/test_crd_schema.py; the README's example is one whose mistakes reach the webhook.)"""
     result = cluster.kubectl("create", "-f", "samples/policies/three-mistakes.yaml")
     assert result.returncode == 1
     assert result.stderr.splitlines()[0] == 'The MigrationPolicy "three-mistakes" is invalid: '

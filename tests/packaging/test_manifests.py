@@ -1,6 +1,6 @@
 """manifests/base and manifests/webhooks: valid Kubernetes objects (checked offline against
 the API's schemas with kubernetes-validate), wired to what `serve` really listens on, as
-contract §7 asks. The overlays are tests/test_overlays.py's."""
+contract §7 asks. The overlays are tests/packaging/test_overlays.py's."""
 
 import base64
 import copy

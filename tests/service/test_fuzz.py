@@ -4,7 +4,7 @@ and validate_policy in-process: never a 5xx, never an exception, always a bounde
 Over HTTP, a review whose uid the contract lets the service read (a JSON object, an
 AdmissionReview apiVersion and kind, a request object with a non-empty string uid) is
 answered 200 with a well-formed AdmissionReview echoing the uid; anything else 400, 413 or
-415. `tests/fuzz_corpus/` holds the hand-written cases, named by what they expect: `uid-*`
+415. `tests/service/fuzz_corpus/` holds the hand-written cases, named by what they expect: `uid-*`
 (answered in the protocol with uid "fuzz-uid"), `nouid-*` (an HTTP error), `any-*` (either).
 
 A short run by default (`make test`); FUZZ_LONG=1 runs many more examples (`make fuzz`).
