@@ -6,21 +6,12 @@ HTTPS. Tests change the cluster and break the API under the running service, the
 its decisions until they show the change (never a timed assertion).
 """
 
-import base64
-import json
 import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
 
-import httpx
-import jsonpatch
 import pytest
 
 from tests.support.kubeapi import (
@@ -28,95 +19,22 @@ from tests.support.kubeapi import (
     NAMESPACES,
     RESOURCES,
     VMIS,
-    KubeApiServer,
-    Resource,
     namespace,
     policy,
     vmi,
 )
-from tests.support.reviews import MUTATE, migration_review, post_review
-from tests.support.service import REPO, RunningService, free_port, start_service, stop_service
-
-PREFIX = "migrations.kubevirt.io/"
-DEADLINE = 30.0
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the webhook did to a new migration."""
-
-    annotations: dict[str, str]
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def policy(self) -> str | None:
-        return self.annotations.get(PREFIX + "policy")
-
-
-def decide(client: httpx.Client, namespace_name: str, vmi_name: str) -> Decision:
-    """POST a migration review; the migration's annotations after the patch is applied."""
-    review = migration_review(namespace_name, vmi_name)
-    response = post_review(client, MUTATE, review, allowed=True)
-    migration = review["request"]["object"]
-    if "patch" in response:
-        assert response["patchType"] == "JSONPatch"
-        migration = jsonpatch.apply_patch(migration,
-                                          json.loads(base64.b64decode(response["patch"])))
-    return Decision(migration["metadata"].get("annotations", {}), response.get("warnings", []))
-
-
-def wait_for(probe: Callable[[], T], expected: T | Callable[[T], bool]) -> T:
-    """Poll `probe` until it returns `expected` (or satisfies it), or the deadline passes."""
-    matches = expected if callable(expected) else (lambda value: value == expected)
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        value = probe()
-        if matches(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
-
-
-def policy_of(client: httpx.Client, namespace_name: str, vmi_name: str) -> Callable[[], Any]:
-    return lambda: decide(client, namespace_name, vmi_name).policy
-
-
-def list_count(api: KubeApiServer, resource: Resource) -> int:
-    return len(api.calls("list", resource))
-
-
-def seed(api: KubeApiServer) -> None:
-    """Namespace hpc (env=prod) with VMIs db (app=db, tier=gold) and web (app=web)."""
-    api.create(NAMESPACES, namespace("hpc", {"env": "prod"}))
-    api.create(NAMESPACES, namespace("default"))
-    api.create(VMIS, vmi("hpc", "db", {"app": "db", "tier": "gold"}))
-    api.create(VMIS, vmi("hpc", "web", {"app": "web"}))
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[KubeApiServer]:
-    server = KubeApiServer(tmp_path / "kubeapi").start()
-    yield server
-    server.release_gets()
-    server.stop()
-
-
-@contextmanager
-def webhook(
-    tmp_path: Path, api: KubeApiServer, *, wait_ready: bool = True, token: str | None = None,
-    args: Sequence[str] = (),
-) -> Iterator[tuple[RunningService, httpx.Client]]:
-    """The real service on `--state kube`, configured by a kubeconfig for `api`."""
-    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", token=token)
-    service = start_service(
-        tmp_path, ["--state", "kube", "--kubeconfig", str(kubeconfig), *args],
-        wait_ready=wait_ready)
-    try:
-        with service.client() as client:
-            yield service, client
-    finally:
-        stop_service(service)
+from tests.support.live_cluster import (
+    DEADLINE,
+    PREFIX,
+    Decision,
+    decide,
+    list_count,
+    policy_of,
+    seed,
+    wait_for,
+    webhook,
+)
+from tests.support.service import REPO, free_port
 
 
 def test_policy_created_changed_and_deleted_changes_the_next_decisions(tmp_path, api):

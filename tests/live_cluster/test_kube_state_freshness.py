@@ -5,49 +5,29 @@ bundled sample directory. Metrics are read from `/metrics` as Prometheus scrapes
 """
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.live_cluster.test_kube_state import decide, seed, wait_for, webhook
 from tests.support.kubeapi import (
     MIGRATION_POLICIES,
     NAMESPACES,
     RESOURCES,
     VMIS,
-    KubeApiServer,
     namespace,
     policy,
 )
+from tests.support.live_cluster import (
+    METRICS_PREFIX,
+    decide,
+    scrape,
+    seed,
+    value,
+    wait_for,
+    webhook,
+)
 
-PREFIX = "migration_policy_webhook_"
 MAX_STALENESS = 2.0
 STALE = "cluster state may be stale: no news from the API for "
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[KubeApiServer]:
-    server = KubeApiServer(tmp_path / "kubeapi").start()
-    yield server
-    server.release_gets()
-    server.stop()
-
-
-def scrape(client: httpx.Client) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of /metrics by (name, labels)."""
-    answer = client.get("/metrics")
-    assert answer.status_code == 200
-    return {(sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(answer.text)
-            for sample in family.samples}
-
-
-def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
-          **labels: str) -> float | None:
-    return samples.get((PREFIX + name, frozenset(labels.items())))
 
 
 def test_a_cache_the_api_has_not_confirmed_for_too_long_is_said_to_be_stale(tmp_path, api):
@@ -95,7 +75,7 @@ def test_the_state_metrics_over_http(tmp_path, api):
             for reason in ("expired", "too_large_resource_version", "idle", "closed", "error"):
                 assert value(samples, "watch_restarts_total", resource=resource.plural,
                              reason=reason) == 0
-        assert not any(name.endswith("_created") and PREFIX in name for name, _ in samples)
+        assert not any(name.endswith("_created") and METRICS_PREFIX in name for name, _ in samples)
 
         # A cut (error), then a compaction and a cut (error, then expired).
         assert wait_for(lambda: api.active_watches, 3) == 3
@@ -141,4 +121,4 @@ def test_the_directory_state_metrics(client: httpx.Client) -> None:
     assert value(samples, "cache_objects", resource="namespaces") == 3
     loaded = value(samples, "cache_last_sync_timestamp_seconds", resource="namespaces")
     assert loaded is not None and time.time() - 3600 < loaded <= time.time()
-    assert not any(PREFIX + "watch_restarts" in name for name, _ in samples)
+    assert not any(METRICS_PREFIX + "watch_restarts" in name for name, _ in samples)

@@ -7,13 +7,9 @@ not exist must not become a flood of GETs, and no answer waits on the API for lo
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
-from tests.live_cluster.test_kube_state import DEADLINE, Decision, decide, seed, webhook
-from tests.support.kubeapi import MIGRATION_POLICIES, VMIS, KubeApiServer, policy, vmi
+from tests.support.kubeapi import MIGRATION_POLICIES, VMIS, policy, vmi
+from tests.support.live_cluster import DEADLINE, Decision, decide, seed, webhook
 
 FLOOD = 500
 CLIENTS = 10
@@ -26,14 +22,6 @@ NOT_FOUND = "no migration policy applied: VMI '{}' not found in namespace 'hpc'"
 def says(warning: str, text: str) -> bool:
     """`warning` is `text`, or `text` shortened to the 120 characters a warning may have."""
     return warning == text or (warning.endswith("...") and text.startswith(warning[:-3]))
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[KubeApiServer]:
-    server = KubeApiServer(tmp_path / "kubeapi").start()
-    yield server
-    server.release_gets()
-    server.stop()
 
 
 def test_a_flood_of_missing_vmis_costs_at_most_50_gets_and_no_slow_answer(tmp_path, api):

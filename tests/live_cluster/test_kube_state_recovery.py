@@ -1,41 +1,31 @@
 """`--state kube` never goes blind: the reflectors recover from what real API servers do.
 
-The real service against the stand-in API server (tests/kubeapi.py). Each test breaks the
+The real service against the stand-in API server (tests/support/kubeapi/). Each test breaks the
 API under the running service and measures, from the moment of the fault, how long until
 the decisions are right again: within 1 s after a 410 (and a cut) or a 504 "too large
 resource version", within --watch-idle-timeout + 1 s after a stream goes silent.
 """
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.live_cluster.test_kube_state import decide, list_count, seed, wait_for, webhook
-from tests.live_cluster.test_kube_state_freshness import scrape, value
 from tests.support.kubeapi import (
     MIGRATION_POLICIES,
     NAMESPACES,
     RESOURCES,
     VMIS,
-    KubeApiServer,
     namespace,
     policy,
     vmi,
 )
+from tests.support.live_cluster import decide, list_count, scrape, seed, value, wait_for, webhook
 
 RECOVERY_SECONDS = 1.0
 IDLE_TIMEOUT = 2.0
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[KubeApiServer]:
-    server = KubeApiServer(tmp_path / "kubeapi").start()
-    yield server
-    server.release_gets()
-    server.stop()
 
 
 def seconds_until(probe: Callable[[], object], expected: object, *, limit: float) -> float:
