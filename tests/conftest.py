@@ -5,15 +5,14 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.service import RunningService, start_service, stop_service
+from tests.support.service import RunningService, running_service
 
 
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
     """The service on the bundled sample cluster state, as `make run` starts it."""
-    running = start_service(tmp_path_factory.mktemp("service"))
-    yield running
-    stop_service(running)
+    with running_service(tmp_path_factory.mktemp("service")) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

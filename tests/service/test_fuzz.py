@@ -29,7 +29,7 @@ from app.k8s.json_values import OutOfRangeNumber
 from app.policy.findings import MAX_CAUSES, MAX_WARNING_LENGTH, MAX_WARNINGS, SUMMARY_BUDGET
 from app.policy.model import policy_from_object
 from app.policy.validation import validate_policy
-from tests.support.service import SAMPLE_REVIEWS, RunningService, start_service, stop_service
+from tests.support.service import SAMPLE_REVIEWS, RunningService, running_service
 
 LONG = os.environ.get("FUZZ_LONG") == "1"
 HTTP_EXAMPLES = 2000 if LONG else 60
@@ -60,15 +60,14 @@ def fuzz(examples: int) -> settings:
 
 @pytest.fixture(scope="module")
 def fuzz_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
-    service = start_service(tmp_path_factory.mktemp("fuzz"))
-    yield service
-    stop_service(service)
+    """The fuzz suite's own service, apart from the session's."""
+    with running_service(tmp_path_factory.mktemp("fuzz")) as service:
+        yield service
 
 
 @pytest.fixture(scope="module")
 def http(fuzz_service: RunningService) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=fuzz_service.base_url, verify=fuzz_service.ssl_context(),
-                      timeout=TIMEOUT) as client:
+    with fuzz_service.client(timeout=TIMEOUT) as client:
         yield client
 
 

@@ -6,6 +6,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -85,20 +87,31 @@ def test_sigterm_answers_in_flight_requests_and_closes_the_rest(tmp_path: Path) 
     assert "SIGTERM: not ready any more, no new connections" in service.log()
 
 
-def test_a_stalled_request_is_cut_at_the_end_of_the_grace_period(tmp_path: Path) -> None:
-    service = start_service(tmp_path, ["--shutdown-grace-period", "2",
-                                       "--request-read-timeout", "60"])
+@contextmanager
+def terminated_with_a_stalled_request(
+    tmp_path: Path, args: Sequence[str] = (),
+) -> Iterator[tuple[RunningService, socket.socket]]:
+    """The service started with `args`, half a review sent on one connection, then SIGTERM;
+    the connection closed and the service stopped at the end."""
+    service = start_service(tmp_path, args)
     stalled = connect(service)
     try:
         stalled.sendall(post_head(len(REVIEW)) + REVIEW[:HALF])
         time.sleep(0.3)
         service.process.send_signal(signal.SIGTERM)
-        waited = wait_for_exit(service.process, 2 + SLACK)
-        assert waited > 1.5  # it did wait for the request
-        assert seconds_until_closed(stalled, limit=SLACK) < SLACK
+        yield service, stalled
     finally:
         stalled.close()
         stop_service(service)
+
+
+def test_a_stalled_request_is_cut_at_the_end_of_the_grace_period(tmp_path: Path) -> None:
+    with terminated_with_a_stalled_request(tmp_path, [
+            "--shutdown-grace-period", "2", "--request-read-timeout", "60"]) as (
+            service, stalled):
+        waited = wait_for_exit(service.process, 2 + SLACK)
+        assert waited > 1.5  # it did wait for the request
+        assert seconds_until_closed(stalled, limit=SLACK) < SLACK
     assert "still open at the end of the shutdown grace period: closed" in service.log()
 
 
@@ -106,31 +119,15 @@ def test_with_the_defaults_a_slow_client_does_not_hold_the_exit_past_15_s(
     tmp_path: Path,
 ) -> None:
     """Default --request-read-timeout (10 s) and --shutdown-grace-period (15 s)."""
-    service = start_service(tmp_path)
-    slow = connect(service)
-    try:
-        slow.sendall(post_head(len(REVIEW)) + REVIEW[:HALF])
-        time.sleep(0.3)
-        service.process.send_signal(signal.SIGTERM)
+    with terminated_with_a_stalled_request(tmp_path) as (service, _):
         assert wait_for_exit(service.process, 15 + SLACK) <= 15
-    finally:
-        slow.close()
-        stop_service(service)
 
 
 def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
-    service = start_service(tmp_path, ["--shutdown-grace-period", "60",
-                                       "--request-read-timeout", "60"])
-    stalled = connect(service)
-    try:
-        stalled.sendall(post_head(len(REVIEW)) + REVIEW[:HALF])
-        time.sleep(0.3)
-        service.process.send_signal(signal.SIGTERM)
+    with terminated_with_a_stalled_request(tmp_path, [
+            "--shutdown-grace-period", "60", "--request-read-timeout", "60"]) as (service, _):
         time.sleep(0.5)
         assert service.process.poll() is None
         service.process.send_signal(signal.SIGINT)
         assert wait_for_exit(service.process, SLACK) < SLACK
-    finally:
-        stalled.close()
-        stop_service(service)
     assert "SIGINT again: stopping now" in service.log()

@@ -5,7 +5,8 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,8 +52,8 @@ class RunningService:
             context.load_cert_chain(*self.client_cert)
         return context
 
-    def client(self, **kwargs: object) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, verify=self.ssl_context(), timeout=10,
+    def client(self, *, timeout: float = 10, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, verify=self.ssl_context(), timeout=timeout,
                             **kwargs)
 
     def log(self) -> str:
@@ -111,6 +112,16 @@ def _start_service(
         time.sleep(0.1)
     stop_service(service)
     raise RuntimeError(f"serve did not answer {path} within 30 s:\n{service.log()}")
+
+
+@contextmanager
+def running_service(tmp: Path, args: Sequence[str] = ()) -> Iterator[RunningService]:
+    """`start_service`, stopped at the end of the block."""
+    service = start_service(tmp, args)
+    try:
+        yield service
+    finally:
+        stop_service(service)
 
 
 def stop_service(service: RunningService) -> None:
