@@ -295,3 +295,26 @@ def test_kubevirt_precedence_flag(tmp_path: Path) -> None:
             assert stamped_policy(client, "migration-db-vmi.json") == "my-awesome-policy"
     finally:
         stop_service(service)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_a_v1beta1_review_is_answered_as_its_v1_twin(client: httpx.Client, name: str) -> None:
+    """Contract §1: both review versions are accepted, and decided alike."""
+    v1 = sample_review(name)
+    v1beta1 = copy.deepcopy(v1)
+    v1beta1["apiVersion"] = "admission.k8s.io/v1beta1"
+    first = post_review(client, MUTATE, v1, allowed=True)
+    second = post_review(client, MUTATE, v1beta1, allowed=True)
+    assert second.get("patch") == first.get("patch")
+    assert second.get("patchType") == first.get("patchType")
+    assert second.get("warnings") == first.get("warnings")
+    assert second.get("auditAnnotations") == first.get("auditAnnotations")
+
+
+@pytest.mark.parametrize("uid", ["0", "ünïcödé-uid", "u" * 253, 'with "quotes" and \\'])
+def test_any_uid_is_echoed_as_sent(client: httpx.Client, uid: str) -> None:
+    review = sample_review("migration-db-vmi.json")
+    review["request"]["uid"] = uid
+    response = post_review(client, MUTATE, review, allowed=True)
+    assert response["uid"] == uid
+    assert annotations(apply(review, response))[PREFIX + "policy"] == "my-awesome-policy"

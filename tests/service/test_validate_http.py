@@ -3,6 +3,7 @@
 import copy
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support.reviews import VALIDATE, post_review, sample_review
@@ -209,3 +210,12 @@ def test_all_problems_in_one_answer(client):
     }
     for field in fields:
         assert f"{field}: " in response["status"]["message"]
+
+
+@pytest.mark.parametrize("uid", ["0", "ünïcödé-uid", "u" * 253, 'with "quotes" and \\'])
+def test_any_uid_is_echoed_as_sent(client: httpx.Client, uid: str) -> None:
+    review = sample_review("policy-negative-bandwidth.json")
+    review["request"]["uid"] = uid
+    response = post_review(client, VALIDATE, review, allowed=False)
+    assert response["uid"] == uid
+    assert response["status"]["code"] == 422
