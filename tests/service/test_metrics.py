@@ -1,12 +1,12 @@
 """The Prometheus series, as a scrape of a real `serve` sees them."""
 
-import json
 import time
 
 import pytest
 from cryptography import x509
 
-from tests.support.service import SAMPLE_REVIEWS, start_service, stop_service
+from tests.support.reviews import VALIDATE, post_review, sample_review
+from tests.support.service import start_service, stop_service
 
 SERIES = (
     "migration_policy_webhook_reviews_total",
@@ -67,12 +67,11 @@ def test_certificate_expiry_is_the_serving_certificates(service, client):
 
 
 def test_an_invalid_policy_admitted_in_warn_mode_counts_as_warned(warn_service):
-    body = (SAMPLE_REVIEWS / "policy-negative-bandwidth.json").read_bytes()
     series = ('migration_policy_webhook_reviews_total'
               '{outcome="warned",webhook="/validate-migrationpolicy"}')
     with warn_service.client() as client:
         before = samples(client.get("/metrics").text)[series]
-        answer = client.post("/validate-migrationpolicy", content=body).json()["response"]
+        answer = post_review(client, VALIDATE, sample_review("policy-negative-bandwidth.json"))
         after = samples(client.get("/metrics").text)[series]
     assert answer["allowed"] is True
     assert answer["warnings"][0] == (
@@ -83,8 +82,7 @@ def test_an_invalid_policy_admitted_in_warn_mode_counts_as_warned(warn_service):
 
 
 def test_a_valid_policy_in_warn_mode_is_just_allowed(warn_service):
-    review = json.loads((SAMPLE_REVIEWS / "policy-valid-example.json").read_text())
     with warn_service.client() as client:
-        answer = client.post("/validate-migrationpolicy", json=review).json()["response"]
+        answer = post_review(client, VALIDATE, sample_review("policy-valid-example.json"))
     assert answer["allowed"] is True
     assert not any(w.startswith("would be refused") for w in answer.get("warnings", []))

@@ -219,3 +219,6 @@ def test_any_uid_is_echoed_as_sent(client: httpx.Client, uid: str) -> None:
     response = post_review(client, VALIDATE, review, allowed=False)
     assert response["uid"] == uid
     assert response["status"]["code"] == 422
+    assert response["status"]["reason"] == "Invalid"
+    assert [cause["field"] for cause in response["status"]["details"]["causes"]] == [
+        "spec.bandwidthPerMigration"]
