@@ -1,22 +1,21 @@
 """What a client sends that is not a proper review: 400 or 413 with a JSON error, never a 500."""
 
 import copy
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
 
-from tests.support.service import SAMPLE_REVIEWS
+from tests.support.reviews import sample_review
 
 VALIDATE = "/validate-migrationpolicy"
 MUTATE = "/mutate-virtualmachineinstancemigration"
 PATHS = [VALIDATE, MUTATE]
 LIMIT = 8 * 1024 * 1024
 
-POLICY_REVIEW = json.loads((SAMPLE_REVIEWS / "policy-valid-example.json").read_text())
-MIGRATION_REVIEW = json.loads((SAMPLE_REVIEWS / "migration-db-vmi.json").read_text())
+POLICY_REVIEW = sample_review("policy-valid-example.json")
+MIGRATION_REVIEW = sample_review("migration-db-vmi.json")
 
 
 def review_with(base: dict[str, Any] = POLICY_REVIEW, **request: Any) -> bytes:

@@ -29,7 +29,8 @@ from app.k8s.json_values import OutOfRangeNumber
 from app.policy.findings import MAX_CAUSES, MAX_WARNING_LENGTH, MAX_WARNINGS, SUMMARY_BUDGET
 from app.policy.model import policy_from_object
 from app.policy.validation import validate_policy
-from tests.support.service import SAMPLE_REVIEWS, RunningService, running_service
+from tests.support.reviews import sample_review
+from tests.support.service import RunningService, running_service
 
 LONG = os.environ.get("FUZZ_LONG") == "1"
 HTTP_EXAMPLES = 2000 if LONG else 60
@@ -47,9 +48,9 @@ HUGE_TIMEOUT = 20.0
 REVIEW_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 CORPUS_UID = "fuzz-uid"
 
-SEED_REVIEW = json.loads((SAMPLE_REVIEWS / "policy-valid-example.json").read_text())
+SEED_REVIEW = sample_review("policy-valid-example.json")
 SEED_POLICY = SEED_REVIEW["request"]["object"]
-MIGRATION_REVIEW = json.loads((SAMPLE_REVIEWS / "migration-db-vmi.json").read_text())
+MIGRATION_REVIEW = sample_review("migration-db-vmi.json")
 
 def fuzz(examples: int) -> settings:
     """Hypothesis settings: reproducible short runs, random long ones, no per-example deadline

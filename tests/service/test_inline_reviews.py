@@ -12,6 +12,7 @@ import pytest
 
 from app.admission.handlers import MUTATE_PATH, VALIDATE_PATH
 from tests.support.raw_clients import post_head, request_head, tls_connect
+from tests.support.reviews import sample_review
 from tests.support.service import SAMPLE_REVIEWS, RunningService
 
 REVIEWS = sorted(SAMPLE_REVIEWS.glob("*.json"))
@@ -22,7 +23,7 @@ def path_of(review: Path) -> str:
 
 
 def with_uid(uid: str) -> bytes:
-    review = json.loads((SAMPLE_REVIEWS / "policy-valid-example.json").read_bytes())
+    review = sample_review("policy-valid-example.json")
     review["request"]["uid"] = uid
     return json.dumps(review).encode()
 

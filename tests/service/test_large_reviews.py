@@ -9,15 +9,15 @@ import time
 import orjson
 import pytest
 
-from tests.support.service import SAMPLE_REVIEWS
+from tests.support.reviews import sample_review
 
 VALIDATE = "/validate-migrationpolicy"
 MUTATE = "/mutate-virtualmachineinstancemigration"
 MAX_ANSWER = 256 * 1024
 PREFIX = "migrations.kubevirt.io/"
 
-MIGRATION = json.loads((SAMPLE_REVIEWS / "migration-db-vmi.json").read_text())
-POLICY = json.loads((SAMPLE_REVIEWS / "policy-valid-example.json").read_text())
+MIGRATION = sample_review("migration-db-vmi.json")
+POLICY = sample_review("policy-valid-example.json")
 
 
 def migration_with(annotations: dict[str, str]) -> dict:

@@ -6,13 +6,14 @@ import time
 import orjson
 import pytest
 
-from tests.support.service import SAMPLE_REVIEWS, start_service, stop_service
+from tests.support.reviews import sample_review
+from tests.support.service import start_service, stop_service
 
 FORGED = "x\n2026-12-02 00:00:00,000 ERROR app: forged"
 
 
 def review(name: str, uid: str) -> bytes:
-    body = json.loads((SAMPLE_REVIEWS / name).read_text())
+    body = sample_review(name)
     body["request"]["uid"] = uid
     return orjson.dumps(body)
 

@@ -8,6 +8,7 @@ from app.admission.review import complete, parse_review
 from app.policy.precedence import Precedence
 from app.settings import Settings
 from app.state.files import DirectoryState
+from tests.support.reviews import sample_review
 from tests.support.service import SAMPLE_CLUSTER, SAMPLE_REVIEWS
 
 
@@ -17,7 +18,7 @@ def handlers() -> dict:
 
 
 def request(name: str):
-    return parse_review(json.dumps(json.loads((SAMPLE_REVIEWS / name).read_text())).encode())
+    return parse_review(json.dumps(sample_review(name)).encode())
 
 
 def test_validator_fails_closed_and_says_so() -> None:
