@@ -2,10 +2,16 @@
 
 from typing import Any
 
-from app.admission.handlers import MIGRATION_GROUP, MIGRATION_RESOURCE, MUTATE_PATH, VALIDATE_PATH
-from app.policy.validation import GROUP as POLICY_GROUP
-from app.policy.validation import RESOURCE as POLICY_RESOURCE
-from app.policy.validation import VERSIONS as POLICY_VERSIONS
+from app.admission.handlers import MUTATE_PATH, VALIDATE_PATH
+from app.k8s.resources import (
+    ADMISSION_REVIEW,
+    MIGRATION_POLICIES,
+    MUTATING_WEBHOOK_CONFIGURATION,
+    VALIDATING_WEBHOOK_CONFIGURATION,
+    VIRTUAL_MACHINE_INSTANCE_MIGRATIONS,
+    ObjectType,
+    Resource,
+)
 
 NAME = "migration-policy-webhook"
 SERVICE_PORT = 443
@@ -14,17 +20,17 @@ IGNORE_LABEL = "migration-policy-webhook.kubevirt.io/ignore"
 """A namespace labelled with this key and "true" is left out of the mutating webhook."""
 
 
-def _configuration(kind: str, webhook: dict[str, Any]) -> dict[str, Any]:
+def _configuration(kind: ObjectType, webhook: dict[str, Any]) -> dict[str, Any]:
     """One configuration holding one webhook, with the settings both webhooks share."""
     return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": kind,
+        "apiVersion": kind.api_version,
+        "kind": kind.kind,
         "metadata": {"name": NAME},
         "webhooks": [{
             **webhook,
             "sideEffects": "None",
             "timeoutSeconds": TIMEOUT_SECONDS,
-            "admissionReviewVersions": ["v1", "v1beta1"],
+            "admissionReviewVersions": list(ADMISSION_REVIEW.versions),
             "matchPolicy": "Equivalent",
         }],
     }
@@ -40,27 +46,28 @@ def webhook_configurations(service: str, namespace: str, ca_bundle: str) -> list
             "caBundle": ca_bundle,
         }
 
-    validating = _configuration("ValidatingWebhookConfiguration", {
-        "name": "validate.migrationpolicies.migrations.kubevirt.io",
+    policies, migrations = MIGRATION_POLICIES, VIRTUAL_MACHINE_INSTANCE_MIGRATIONS
+    validating = _configuration(VALIDATING_WEBHOOK_CONFIGURATION, {
+        "name": f"validate.{policies.group_resource}",
         "clientConfig": client_config(VALIDATE_PATH),
         "rules": [{
-            "apiGroups": [POLICY_GROUP],
-            "apiVersions": list(POLICY_VERSIONS),
+            "apiGroups": [policies.group],
+            "apiVersions": list(policies.versions),
             "operations": ["CREATE", "UPDATE"],
-            "resources": [POLICY_RESOURCE],
-            "scope": "Cluster",
+            "resources": [policies.plural],
+            "scope": _scope(policies),
         }],
         "failurePolicy": "Fail",
     })
-    mutating = _configuration("MutatingWebhookConfiguration", {
-        "name": "stamp.virtualmachineinstancemigrations.kubevirt.io",
+    mutating = _configuration(MUTATING_WEBHOOK_CONFIGURATION, {
+        "name": f"stamp.{migrations.group_resource}",
         "clientConfig": client_config(MUTATE_PATH),
         "rules": [{
-            "apiGroups": [MIGRATION_GROUP],
-            "apiVersions": ["v1"],
+            "apiGroups": [migrations.group],
+            "apiVersions": list(migrations.versions),
             "operations": ["CREATE"],
-            "resources": [MIGRATION_RESOURCE],
-            "scope": "Namespaced",
+            "resources": [migrations.plural],
+            "scope": _scope(migrations),
         }],
         "failurePolicy": "Ignore",
         # A later mutating webhook may change the migration: look at it again then.
@@ -69,3 +76,7 @@ def webhook_configurations(service: str, namespace: str, ca_bundle: str) -> list
             {"key": IGNORE_LABEL, "operator": "NotIn", "values": ["true"]}]},
     })
     return [validating, mutating]
+
+
+def _scope(resource: Resource) -> str:
+    return "Namespaced" if resource.namespaced else "Cluster"

@@ -16,18 +16,12 @@ from app.admission.review import (
     invalid,
     patched,
 )
+from app.k8s.resources import MIGRATION_POLICIES, VIRTUAL_MACHINE_INSTANCE_MIGRATIONS
 from app.policy.annotations import POLICY_ANNOTATION, stamp_patch
 from app.policy.findings import MAX_WARNING_LENGTH, Cause
-from app.policy.validation import GROUP as POLICY_GROUP
-from app.policy.validation import KIND as POLICY_KIND
-from app.policy.validation import RESOURCE as POLICY_RESOURCE
-from app.policy.validation import VERSIONS as POLICY_VERSIONS
-from app.policy.validation import validate_policy
+from app.policy.validation import check_policy
 from app.settings import Enforcement, Settings
 from app.state import ClusterState, LookupFailed
-
-MIGRATION_GROUP = "kubevirt.io"
-MIGRATION_RESOURCE = "virtualmachineinstancemigrations"
 
 VALIDATE_PATH = "/validate-migrationpolicy"
 MUTATE_PATH = "/mutate-virtualmachineinstancemigration"
@@ -62,30 +56,32 @@ class PolicyValidator:
 
     def __call__(self, request: AdmissionRequest) -> Decision:
         resource = request.resource
-        if resource["group"] != POLICY_GROUP or resource["resource"] != POLICY_RESOURCE:
+        policies = MIGRATION_POLICIES
+        if resource["group"] != policies.group or resource["resource"] != policies.plural:
             return denied(
                 code=400, reason="BadRequest",
-                message=f"this webhook validates {POLICY_GROUP}/{POLICY_RESOURCE}, "
+                message=f"this webhook validates {policies.group}/{policies.plural}, "
                 f"got {request.resource_name}: check the ValidatingWebhookConfiguration rules",
             )
-        if resource["version"] not in POLICY_VERSIONS:
+        if resource["version"] not in policies.versions:
             return denied(
                 code=400, reason="BadRequest",
-                message=f"{POLICY_GROUP}/{resource['version']} is not a MigrationPolicy version "
-                f"this webhook knows: {', '.join(POLICY_VERSIONS)}",
+                message=f"{policies.group}/{resource['version']} is not a {policies.kind} "
+                f"version this webhook knows: {', '.join(policies.versions)}",
             )
         if request.operation not in ("CREATE", "UPDATE"):
             return allowed()
         policy = request.object
         if policy is None:
             return self.malformed(_missing_object(request))
-        findings = validate_policy(
+        findings = check_policy(
             policy,
             old=request.old_object if request.operation == "UPDATE" else None,
             feature_gates=self.settings.feature_gates,
             same_selectors=self.state.policies.with_same_selectors,
             deny_duplicate_selectors=self.settings.deny_duplicate_selectors,
-        )
+            parse=False,  # the answer needs the findings only
+        ).findings
         if findings.valid:
             return allowed(findings.warnings)
         if self.settings.enforcement is Enforcement.WARN:
@@ -93,7 +89,7 @@ class PolicyValidator:
                                          *findings.warnings])
         metadata = policy.get("metadata")
         name = metadata.get("name") if isinstance(metadata, dict) else None
-        return invalid(findings=findings, group=POLICY_GROUP, kind=POLICY_KIND,
+        return invalid(findings=findings, group=policies.group, kind=policies.kind,
                        name=name if isinstance(name, str) else request.name)
 
     def errored(self, request: AdmissionRequest) -> Decision:
@@ -120,9 +116,10 @@ class MigrationStamper:
 
     def __call__(self, request: AdmissionRequest) -> Decision:
         resource = request.resource
-        if resource["group"] != MIGRATION_GROUP or resource["resource"] != MIGRATION_RESOURCE:
+        migrations = VIRTUAL_MACHINE_INSTANCE_MIGRATIONS
+        if resource["group"] != migrations.group or resource["resource"] != migrations.plural:
             return allowed([
-                f"migration-policy-webhook stamps {MIGRATION_GROUP}/{MIGRATION_RESOURCE}, "
+                f"migration-policy-webhook stamps {migrations.group}/{migrations.plural}, "
                 f"not {request.resource_name}: check the MutatingWebhookConfiguration",
             ])
         if request.operation != "CREATE":
@@ -194,4 +191,5 @@ def build_handlers(settings: Settings, state: ClusterState) -> dict[str, Handler
 
 def handler_for_resource(handlers: Mapping[str, Handler], plural: str) -> Handler:
     """The handler that a review of this resource is meant for (for `review FILE`)."""
-    return handlers[MUTATE_PATH if plural == MIGRATION_RESOURCE else VALIDATE_PATH]
+    return handlers[
+        MUTATE_PATH if plural == VIRTUAL_MACHINE_INSTANCE_MIGRATIONS.plural else VALIDATE_PATH]

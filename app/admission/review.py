@@ -14,11 +14,8 @@ from typing import Any, Literal, NamedTuple, NotRequired, TypedDict
 import orjson
 
 from app.k8s.json_values import OutOfRangeNumber
+from app.k8s.resources import ADMISSION_REVIEW
 from app.policy.findings import MAX_WARNING_LENGTH, Findings
-
-REVIEW_API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
-REVIEW_KIND = "AdmissionReview"
-
 
 MAX_UID_LENGTH = 1024
 MAX_NAME_LENGTH = 253
@@ -126,9 +123,10 @@ def parse_review(body: bytes) -> AdmissionRequest:
     if not isinstance(review, dict):
         raise ReviewError("the body must be a JSON object: an AdmissionReview")
     api_version = review.get("apiVersion")
-    if api_version not in REVIEW_API_VERSIONS or review.get("kind") != REVIEW_KIND:
+    known = ADMISSION_REVIEW
+    if api_version not in known.api_versions or review.get("kind") != known.kind:
         raise ReviewError(
-            f"expected kind AdmissionReview with apiVersion {' or '.join(REVIEW_API_VERSIONS)}, "
+            f"expected kind {known.kind} with apiVersion {' or '.join(known.api_versions)}, "
             f"got kind {_shown(review.get('kind'))} apiVersion {_shown(api_version)}"
             f"{_MANIFEST_HINT if review.get('kind') else ''}"
         )
@@ -293,5 +291,5 @@ def complete(uid: str, decision: Decision) -> AdmissionResponse:
 
 def encode_review(api_version: str, uid: str, decision: Decision) -> bytes:
     """The response AdmissionReview, in the request's apiVersion, echoing its uid."""
-    return orjson.dumps({"apiVersion": api_version, "kind": REVIEW_KIND,
+    return orjson.dumps({"apiVersion": api_version, "kind": ADMISSION_REVIEW.kind,
                          "response": complete(uid, decision)})

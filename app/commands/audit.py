@@ -15,13 +15,12 @@ from app.commands.lint import check_policies, print_reports
 from app.commands.output import Output
 from app.commands.state import kube_api
 from app.k8s.manifests import Document, ManifestError, manifest_files, read_documents
-from app.policy.model import policy_from_object
+from app.k8s.resources import MIGRATION_POLICIES
 from app.policy.precedence import PolicyIndex
-from app.policy.validation import KIND as POLICY_KIND
-from app.policy.validation import validate_policy
+from app.policy.validation import check_policy
 from app.settings import KUBE_STATE, Settings
 from app.state.files import StateError
-from app.state.kube_api import MIGRATION_POLICIES, ApiError, TransportErrors
+from app.state.kube_api import ApiError, TransportErrors
 
 PAGE_SIZE = 500
 TIMEOUT = urllib3.Timeout(connect=5.0, read=30.0)
@@ -49,7 +48,7 @@ def cluster_policies(settings: Settings) -> list[Document]:
             query = [("limit", str(PAGE_SIZE)), ("continue", token)]
     except ApiError as error:
         if error.code in (401, 403):
-            resource = f"{MIGRATION_POLICIES.plural}.{MIGRATION_POLICIES.group}"
+            resource = MIGRATION_POLICIES.group_resource
             raise AuditError(f"the API server at {api.host} refused to list {resource}: "
                              f"{error}: the user needs the list permission on them (check: "
                              f"kubectl auth can-i list {resource})") from None
@@ -68,9 +67,10 @@ def directory_policies(directory: Path) -> tuple[list[Document], list[str]]:
                          f"manifests, or {KUBE_STATE} for the live cluster)")
     documents: list[Document] = []
     problems: list[str] = []
+    kind = MIGRATION_POLICIES.kind
     for path in manifest_files(directory):
         try:
-            documents += [doc for doc in read_documents(path) if doc.kind == POLICY_KIND]
+            documents += [doc for doc in read_documents(path) if doc.kind == kind]
         except ManifestError as error:
             problems.append(str(error))
     return documents, problems
@@ -89,7 +89,7 @@ def run_audit(settings: Settings, output: Output) -> int:
     invalid = sum(not report.findings.valid for report in reports)
     print_reports(reports, output, {"state": settings.state})
     if output is Output.TEXT:
-        noun = POLICY_KIND if len(reports) == 1 else "MigrationPolicies"
+        noun = MIGRATION_POLICIES.kind if len(reports) == 1 else "MigrationPolicies"
         print(f"{len(reports)} {noun} in {settings.state}: {len(reports) - invalid} valid, "
               f"{invalid} invalid")
     return EXIT_INVALID if invalid or problems else 0
@@ -97,6 +97,7 @@ def run_audit(settings: Settings, output: Output) -> int:
 
 def _valid_policies(documents: list[Document], settings: Settings) -> PolicyIndex:
     """The policies the webhook would accept, to find equal selectors among them."""
-    return PolicyIndex(settings.precedence, [
-        policy_from_object(doc.object) for doc in documents
-        if validate_policy(doc.object, feature_gates=settings.feature_gates).valid])
+    checked = (check_policy(doc.object, feature_gates=settings.feature_gates)
+               for doc in documents)
+    return PolicyIndex(settings.precedence,
+                       [policy for _, policy in checked if policy is not None])

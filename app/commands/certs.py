@@ -18,6 +18,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 
 from app.admission.configurations import NAME, webhook_configurations
+from app.k8s.resources import SECRET
 from app.serving.certificates import (
     CertificateError,
     KeyPair,
@@ -80,8 +81,8 @@ def _b64(data: bytes) -> str:
 def tls_secret(namespace: str, cert_pem: bytes, key_pem: bytes, ca_pem: bytes) -> dict[str, Any]:
     """The `kubernetes.io/tls` Secret the Deployment mounts."""
     return {
-        "apiVersion": "v1",
-        "kind": "Secret",
+        "apiVersion": SECRET.api_version,
+        "kind": SECRET.kind,
         "type": "kubernetes.io/tls",
         "metadata": {"name": SECRET_NAME, "namespace": namespace},
         "data": {"tls.crt": _b64(cert_pem), "tls.key": _b64(key_pem), "ca.crt": _b64(ca_pem)},

@@ -9,11 +9,10 @@ from typing import Any
 
 from app.commands.output import Output, dump
 from app.k8s.manifests import Document, ManifestError, manifest_files, read_documents
+from app.k8s.resources import MIGRATION_POLICIES
 from app.policy.findings import Findings
-from app.policy.model import policy_from_object
 from app.policy.precedence import PolicyIndex
-from app.policy.validation import KIND as POLICY_KIND
-from app.policy.validation import validate_policy
+from app.policy.validation import check_policy
 from app.settings import Settings
 
 
@@ -28,7 +27,8 @@ class PolicyReport:
 
     @property
     def label(self) -> str:
-        what = f"{POLICY_KIND} {self.name!r}" if self.name else POLICY_KIND
+        kind = MIGRATION_POLICIES.kind
+        what = f"{kind} {self.name!r}" if self.name else kind
         return f"{self.source}: {what}" if self.source else what
 
     def lines(self) -> list[str]:
@@ -64,14 +64,15 @@ def check_policies(
     seen = existing if existing is not None else PolicyIndex(settings.precedence)
     reports = []
     for doc in documents:
-        findings = validate_policy(
+        findings, policy = check_policy(
             doc.object,
             feature_gates=settings.feature_gates,
             same_selectors=seen.with_same_selectors,
             deny_duplicate_selectors=settings.deny_duplicate_selectors,
+            parse=existing is None,
         )
-        if findings.valid and existing is None:
-            seen.put(policy_from_object(doc.object))
+        if policy is not None:
+            seen.put(policy)
         reports.append(PolicyReport(doc.source, _name(doc.object), findings))
     return reports
 
@@ -107,14 +108,15 @@ def lint_files(paths: Sequence[Path], settings: Settings, output: Output = Outpu
             failed = True
     # A note on stdout in text; on stderr when stdout is one JSON or YAML document.
     notes = sys.stdout if output is Output.TEXT else sys.stderr
+    kind = MIGRATION_POLICIES.kind
     for doc in documents:
-        if doc.kind != POLICY_KIND:
-            print(f"{doc.source}: skipped, kind {doc.kind or '(none)'} is not {POLICY_KIND}",
+        if doc.kind != kind:
+            print(f"{doc.source}: skipped, kind {doc.kind or '(none)'} is not {kind}",
                   file=notes)
-    reports = check_policies([doc for doc in documents if doc.kind == POLICY_KIND], settings)
+    reports = check_policies([doc for doc in documents if doc.kind == kind], settings)
     print_reports(reports, output)
     if not reports and not failed:
-        print("no MigrationPolicy found in " + ", ".join(map(str, paths)), file=sys.stderr)
+        print(f"no {kind} found in " + ", ".join(map(str, paths)), file=sys.stderr)
         failed = True
     return 1 if failed or any(not report.findings.valid for report in reports) else 0
 

@@ -224,8 +224,11 @@ class PolicyIndex:
 
     def with_same_selectors(self, policy: Policy) -> list[str]:
         """Names of the other policies whose selectors equal `policy`'s."""
+        key = policy.selectors_key()
         with self._lock:
-            group = self._groups.get(policy.selectors_key(), [])
+            group = self._groups.get(key)
+            if not group:  # the usual case, on every valid review: no policy to sort
+                return []
             return sorted(entry[1] for entry in group if entry[1] != policy.name)
 
 

@@ -1,4 +1,4 @@
-"""The MigrationPolicy schema and its validation: add a new MigrationPolicy field here.
+"""The MigrationPolicy schema and `check_policy`: add a new MigrationPolicy field here.
 
 The rules are KubeVirt's (types in kubevirt.io/api/migrations/v1alpha1 and core/v1,
 admitter migrationpolicy-admitter.go) plus the API schema's; the words are ours.
@@ -7,7 +7,7 @@ admitter migrationpolicy-admitter.go) plus the API schema's; the words are ours.
 import heapq
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from app.k8s.labels import (
     DNS1123_SUBDOMAIN_MAX_LENGTH,
@@ -15,6 +15,7 @@ from app.k8s.labels import (
     match_dns1123_subdomain,
 )
 from app.k8s.quantity import MEBI, QuantityError, integer_quantity, parse_quantity
+from app.k8s.resources import MIGRATION_POLICIES
 from app.policy.feature_gates import MIGRATION_DOWNTIME_TUNING, MIGRATION_STALL_DETECTION
 from app.policy.findings import (
     MAX_CAUSES,
@@ -25,7 +26,7 @@ from app.policy.findings import (
     field_name,
     quote,
 )
-from app.policy.model import Policy
+from app.policy.model import Policy, policy_from_object
 from app.policy.schema import (
     INT64_MAX,
     Boolean,
@@ -37,12 +38,6 @@ from app.policy.schema import (
     Quantity,
     StringMap,
 )
-
-GROUP = "migrations.kubevirt.io"
-KIND = "MigrationPolicy"
-RESOURCE = "migrationpolicies"
-VERSIONS = ("v1alpha1", "v1beta1")
-API_VERSIONS = tuple(f"{GROUP}/{version}" for version in VERSIONS)
 
 INT32_MAX = 2**31 - 1
 
@@ -107,56 +102,85 @@ SameSelectors = Callable[[Policy], list[str]]
 """Given a policy, the names of the other policies whose selectors equal its own."""
 
 
-def validate_policy(
-    policy: Mapping[str, Any],
+class CheckedPolicy(NamedTuple):
+    """A MigrationPolicy object checked once: what is wrong with it, and what it defines."""
+
+    findings: Findings
+    policy: Policy | None
+    """The policy as matching and stamping need it: None if invalid, or not asked for."""
+
+
+def check_policy(
+    obj: Any,
     *,
+    feature_gates: frozenset[str],
     old: Mapping[str, Any] | None = None,
-    feature_gates: frozenset[str] = frozenset(),
     same_selectors: SameSelectors | None = None,
     deny_duplicate_selectors: bool = False,
-) -> Findings:
-    """Every problem with `policy` at once, and the warnings for what is legal but suspect.
+    parse: bool = True,
+) -> CheckedPolicy:
+    """Every problem with `obj` at once, the warnings for what is legal but suspect, and,
+    if it is valid and `parse`, its Policy.
 
-    `policy` may be any JSON value: what is not an object is refused as a whole.
+    The one way a MigrationPolicy is checked: by the webhook, both cluster states, `lint`
+    and `audit`. `obj` may be any JSON value: what is not an object is refused as a whole.
+    The webhook passes `parse=False`: it answers from the findings alone, and building the
+    policy would cost every review time for nothing.
     """
     findings = Findings()
-    if not isinstance(policy, dict):
+    if not isinstance(obj, dict):
         findings.add(CauseType.TYPE_INVALID, "",
-                     f"a MigrationPolicy must be a JSON object, got {describe(policy)}")
-        return findings
-    _check_type_meta(policy, findings)
-    name = _check_metadata(policy.get("metadata"), findings)
-    if not TOP_LEVEL_FIELDS.issuperset(policy):
-        _unknown_top_level_fields(policy, findings)
-    status = policy.get("status")
+                     f"a {MIGRATION_POLICIES.kind} must be a JSON object, got {describe(obj)}")
+        return CheckedPolicy(findings, None)
+    _check_type_meta(obj, findings)
+    name = _check_metadata(obj.get("metadata"), findings)
+    if not TOP_LEVEL_FIELDS.issuperset(obj):
+        _unknown_top_level_fields(obj, findings)
+    status = obj.get("status")
     if status is not None and not isinstance(status, dict):
         findings.add(CauseType.TYPE_INVALID, "status",
                      f"must be an object of fields, got {describe(status)}")
-    spec = policy.get("spec")
+    spec = obj.get("spec")
     if spec is None:
         findings.add(CauseType.REQUIRED, "spec",
                      "required field is missing: add spec with selectors ({} matches every VMI)")
-        return findings
+        return CheckedPolicy(findings, None)
     old_spec = old.get("spec") if isinstance(old, dict) else None
     SPEC.check(spec, old_spec, "spec", Context(feature_gates, findings))
     if not isinstance(spec, dict):
-        return findings
+        return CheckedPolicy(findings, None)
     _check_exclusive_experimental(spec, findings)
     _warn(spec, findings)
     selectors = spec.get("selectors")
     if same_selectors is not None and name and findings.valid and isinstance(selectors, dict):
         _check_duplicates(_with_selectors(name, selectors), same_selectors,
                           deny_duplicate_selectors, findings)
-    return findings
+    if parse and findings.valid:
+        return CheckedPolicy(findings, policy_from_object(obj))
+    return CheckedPolicy(findings, None)
+
+
+def validate_policy(
+    policy: Any,
+    *,
+    old: Mapping[str, Any] | None = None,
+    feature_gates: frozenset[str] = frozenset(),
+    same_selectors: SameSelectors | None = None,
+    deny_duplicate_selectors: bool = False,
+) -> Findings:
+    """The findings of `check_policy` alone (no Policy is built)."""
+    return check_policy(policy, old=old, feature_gates=feature_gates,
+                        same_selectors=same_selectors,
+                        deny_duplicate_selectors=deny_duplicate_selectors, parse=False).findings
 
 
 def _check_type_meta(policy: Mapping[str, Any], findings: Findings) -> None:
     kind = policy.get("kind")
-    if kind is not None and kind != KIND:
-        findings.add(CauseType.INVALID, "kind", f"{quote(kind)} is not {KIND}")
+    if kind is not None and kind != MIGRATION_POLICIES.kind:
+        findings.add(CauseType.INVALID, "kind", f"{quote(kind)} is not {MIGRATION_POLICIES.kind}")
     api_version = policy.get("apiVersion")
-    if api_version is not None and api_version not in API_VERSIONS:
-        choices = " or ".join(API_VERSIONS)
+    if api_version is not None and api_version not in MIGRATION_POLICIES.api_versions:
+        choices = " or ".join(MIGRATION_POLICIES.api_versions)
         findings.add(CauseType.NOT_SUPPORTED, "apiVersion",
                      f"{quote(api_version)} is not supported: use {choices}")
 
@@ -205,7 +229,7 @@ def _unknown_top_level_fields(policy: Mapping[str, Any], findings: Findings) -> 
         MAX_CAUSES, unknown)
     for key in listed:
         findings.add(CauseType.NOT_SUPPORTED, field_name(key),
-                     f"unknown field {quote(key)}: a MigrationPolicy has "
+                     f"unknown field {quote(key)}: a {MIGRATION_POLICIES.kind} has "
                      "apiVersion, kind, metadata and spec")
     findings.omit("", len(unknown) - len(listed))
 

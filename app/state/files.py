@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from app.k8s.manifests import Document, ManifestError, manifest_files, read_documents
+from app.k8s.resources import MIGRATION_POLICIES, NAMESPACES, VIRTUAL_MACHINE_INSTANCES
 from app.policy.feature_gates import KNOWN_FEATURE_GATES
-from app.policy.model import Policy, policy_from_object
+from app.policy.model import Policy
 from app.policy.precedence import PolicyIndex, Precedence
-from app.policy.validation import KIND as POLICY_KIND
-from app.policy.validation import validate_policy
+from app.policy.validation import check_policy
 from app.state.metrics import StateCollector, StateFigures
 
 log = logging.getLogger(__name__)
@@ -60,18 +60,19 @@ def load_snapshot(directory: Path, precedence: Precedence) -> Snapshot:
         found = obj.get("metadata")
         metadata: dict[str, Any] = found if isinstance(found, dict) else {}
         labels = _labels(metadata)
-        if document.kind == POLICY_KIND:
-            findings = validate_policy(obj, feature_gates=KNOWN_FEATURE_GATES)
-            if findings.valid:
-                policies.append(policy_from_object(obj))
+        if document.kind == MIGRATION_POLICIES.kind:
+            findings, policy = check_policy(obj, feature_gates=KNOWN_FEATURE_GATES)
+            if policy is not None:
+                policies.append(policy)
             else:
-                problems.append(f"{document.source}: invalid MigrationPolicy: {findings.summary()}")
-        elif document.kind == "VirtualMachineInstance" and labels is not None:
+                problems.append(f"{document.source}: invalid {MIGRATION_POLICIES.kind}: "
+                                f"{findings.summary()}")
+        elif document.kind == VIRTUAL_MACHINE_INSTANCES.kind and labels is not None:
             namespace = metadata.get("namespace") or DEFAULT_NAMESPACE
             vmis[(namespace, metadata.get("name", ""))] = labels
-        elif document.kind == "Namespace" and labels is not None:
+        elif document.kind == NAMESPACES.kind and labels is not None:
             namespaces[metadata.get("name", "")] = labels
-        elif document.kind in ("VirtualMachineInstance", "Namespace"):
+        elif document.kind in (VIRTUAL_MACHINE_INSTANCES.kind, NAMESPACES.kind):
             problems.append(f"{document.source}: metadata.labels must map strings to strings")
     if problems:
         raise StateError("; ".join(problems))
@@ -134,9 +135,9 @@ class DirectoryState:
 
     def _figures(self) -> StateFigures:
         snapshot = self._snapshot
-        objects = {"migrationpolicies": len(snapshot.policies),
-                   "virtualmachineinstances": len(snapshot.vmis),
-                   "namespaces": len(snapshot.namespaces)}
+        objects = {MIGRATION_POLICIES.plural: len(snapshot.policies),
+                   VIRTUAL_MACHINE_INSTANCES.plural: len(snapshot.vmis),
+                   NAMESPACES.plural: len(snapshot.namespaces)}
         return StateFigures(objects, dict.fromkeys(objects, self._loaded_at))
 
     def reload_if_changed(self) -> bool:

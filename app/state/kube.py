@@ -24,19 +24,11 @@ from typing import Any, TypeVar
 import urllib3
 from prometheus_client.registry import Collector
 
+from app.k8s.resources import MIGRATION_POLICIES, NAMESPACES, VIRTUAL_MACHINE_INSTANCES, Resource
 from app.policy.precedence import PolicyIndex, Precedence
 from app.settings import Settings
 from app.state import LookupFailed
-from app.state.kube_api import (
-    MIGRATION_POLICIES,
-    NAMESPACES,
-    VIRTUAL_MACHINE_INSTANCES,
-    ApiError,
-    KubeApi,
-    Resource,
-    TransportErrors,
-    refusal,
-)
+from app.state.kube_api import ApiError, KubeApi, TransportErrors, object_accept, refusal
 from app.state.lookups import DirectLookups, LookupLimits
 from app.state.metrics import StateCollector, StateFigures, unix_time
 from app.state.reflector import Reflector
@@ -97,8 +89,9 @@ class KubeState:
 
     def counts(self) -> dict[str, int]:
         """How many objects of each kind the cache holds."""
-        return {"migrationpolicies": len(self._policies),
-                "virtualmachineinstances": len(self._vmis), "namespaces": len(self._namespaces)}
+        return {MIGRATION_POLICIES.plural: len(self._policies),
+                VIRTUAL_MACHINE_INSTANCES.plural: len(self._vmis),
+                NAMESPACES.plural: len(self._namespaces)}
 
     def collector(self) -> Collector:
         return StateCollector(self._figures)
@@ -145,7 +138,7 @@ class KubeState:
         token = store.begin_lookup(key)
         try:
             obj: Mapping[str, Any] = self._api.get_json(
-                path, accept=resource.object_accept, timeout=urllib3.Timeout(total=timeout))
+                path, accept=object_accept(resource), timeout=urllib3.Timeout(total=timeout))
         except ApiError as error:
             if error.code == 404:
                 return None

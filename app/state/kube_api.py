@@ -10,15 +10,16 @@ client's generated models are slow to build for many objects and because the gen
 import logging
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import orjson
 import urllib3
 from kubernetes.client import ApiClient, Configuration
 from kubernetes.config import ConfigException, load_incluster_config, load_kube_config
+
+from app.k8s.resources import NAMESPACES, VIRTUAL_MACHINE_INSTANCES, Resource
 
 log = logging.getLogger(__name__)
 
@@ -46,47 +47,18 @@ class KubeConfigError(ValueError):
     """No usable configuration for the Kubernetes API."""
 
 
-@dataclass(frozen=True)
-class Resource:
-    """A kind of object the cluster state follows, and where the API serves it."""
-
-    group: str
-    version: str
-    plural: str
-    namespaced: bool
-    metadata_only: bool
-    """Only labels are needed: ask for PartialObjectMetadata."""
-
-    @property
-    def prefix(self) -> str:
-        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-
-    @property
-    def list_path(self) -> str:
-        """Every object of the resource (all namespaces, for a namespaced one)."""
-        return f"{self.prefix}/{self.plural}"
-
-    def object_path(self, name: str, namespace: str | None = None) -> str:
-        name = quote(name, safe="")
-        if self.namespaced:
-            namespace = quote(namespace or "", safe="")
-            return f"{self.prefix}/namespaces/{namespace}/{self.plural}/{name}"
-        return f"{self.prefix}/{self.plural}/{name}"
-
-    @property
-    def list_accept(self) -> str:
-        return METADATA_LIST if self.metadata_only else JSON
-
-    @property
-    def object_accept(self) -> str:
-        return METADATA_OBJECT if self.metadata_only else JSON
+LABELS_ONLY = frozenset({VIRTUAL_MACHINE_INSTANCES, NAMESPACES})
+"""The resources of which only labels are needed: asked for as PartialObjectMetadata."""
 
 
-MIGRATION_POLICIES = Resource("migrations.kubevirt.io", "v1alpha1", "migrationpolicies",
-                              namespaced=False, metadata_only=False)
-VIRTUAL_MACHINE_INSTANCES = Resource("kubevirt.io", "v1", "virtualmachineinstances",
-                                     namespaced=True, metadata_only=True)
-NAMESPACES = Resource("", "v1", "namespaces", namespaced=False, metadata_only=True)
+def list_accept(resource: Resource) -> str:
+    """The Accept header of a list (or watch) of `resource`."""
+    return METADATA_LIST if resource in LABELS_ONLY else JSON
+
+
+def object_accept(resource: Resource) -> str:
+    """The Accept header of a GET of one object of `resource`."""
+    return METADATA_OBJECT if resource in LABELS_ONLY else JSON
 
 
 class ApiError(Exception):

@@ -13,8 +13,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 PREFIX = "migration_policy_webhook_"
-RESOURCES = ("migrationpolicies", "virtualmachineinstances", "namespaces")
-"""The `resource` label's values."""
 
 
 @dataclass(frozen=True)
@@ -22,7 +20,7 @@ class StateFigures:
     """What a state source tells about itself at one moment."""
 
     objects: Mapping[str, int]
-    """Objects in memory by resource (valid policies only)."""
+    """Objects in memory by resource plural, the `resource` label (valid policies only)."""
     last_sync: Mapping[str, float]
     """By resource, the Unix time of the last list, event or bookmark (or load); 0: never."""
     watch_restarts: Mapping[tuple[str, str], int] | None = None

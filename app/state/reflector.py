@@ -28,7 +28,15 @@ from typing import Any, Protocol
 import orjson
 import urllib3
 
-from app.state.kube_api import ApiError, KubeApi, Resource, TransportErrors, refusal
+from app.k8s.resources import Resource
+from app.state.kube_api import (
+    ApiError,
+    KubeApi,
+    TransportErrors,
+    list_accept,
+    object_accept,
+    refusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +268,7 @@ class Reflector:
         try:
             # The read timeout is the idle timeout: no byte for that long, and it is dead.
             response = self.api.open(
-                self.resource.list_path, query, accept=self.resource.object_accept,
+                self.resource.list_path, query, accept=object_accept(self.resource),
                 timeout=urllib3.Timeout(connect=10, read=self.idle_timeout),
             )
         except ApiError as error:
@@ -314,7 +322,7 @@ class _Pages:
                 query.append(("continue", token))
             try:
                 page = reflector.api.get_json(resource.list_path, query,
-                                              accept=resource.list_accept,
+                                              accept=list_accept(resource),
                                               timeout=urllib3.Timeout(connect=10, read=60))
             except ApiError as error:
                 raise _relist_or_raise(error) from None

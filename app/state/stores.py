@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
+from app.k8s.resources import MIGRATION_POLICIES
 from app.policy.feature_gates import KNOWN_FEATURE_GATES
-from app.policy.model import Policy, policy_from_object
+from app.policy.model import Policy
 from app.policy.precedence import PolicyIndex, Precedence
-from app.policy.validation import validate_policy
+from app.policy.validation import check_policy
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +163,8 @@ class PolicyStore:
 
 
 def _valid_policy(obj: Object) -> Policy | None:
-    findings = validate_policy(obj, feature_gates=KNOWN_FEATURE_GATES)
-    if not findings.valid:
-        log.warning("MigrationPolicy %r is invalid and is ignored: %s", name_key(obj),
-                    findings.summary())
-        return None
-    return policy_from_object(obj)
+    findings, policy = check_policy(obj, feature_gates=KNOWN_FEATURE_GATES)
+    if policy is None:
+        log.warning("%s %r is invalid and is ignored: %s", MIGRATION_POLICIES.kind,
+                    name_key(obj), findings.summary())
+    return policy

@@ -20,10 +20,14 @@ import pytest
 import yaml
 
 from app.k8s.quantity import QUANTITY_PATTERN
+from app.k8s.resources import MIGRATION_POLICIES
 from app.policy.feature_gates import KNOWN_FEATURE_GATES
 from app.policy.findings import Findings
-from app.policy.validation import GROUP, KIND, RESOURCE, VERSIONS, validate_policy
+from app.policy.validation import validate_policy
 from tests.support.service import REPO, SAMPLE_REVIEWS, SAMPLES
+
+POLICIES = MIGRATION_POLICIES
+GROUP, KIND, RESOURCE, VERSIONS = POLICIES.group, POLICIES.kind, POLICIES.plural, POLICIES.versions
 
 CRD_FILE = REPO / "manifests" / "crd.yaml"
 EXCLUSIVE_RULE = "!(has(self.stallDetector) && has(self.downtimeTuning))"
