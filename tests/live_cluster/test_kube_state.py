@@ -27,6 +27,7 @@ from tests.support.live_cluster import (
     DEADLINE,
     PREFIX,
     Decision,
+    db_policy,
     decide,
     list_count,
     policy_of,
@@ -98,8 +99,7 @@ def test_label_changes_and_deletions_of_vmis_and_namespaces(tmp_path, api):
 
 @pytest.mark.parametrize("failing", RESOURCES, ids=lambda resource: resource.plural)
 def test_not_ready_until_every_kind_has_listed(tmp_path, api, failing):
-    seed(api)
-    api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+    seed(api, db_policy())
     api.fail("list", failing)
     with webhook(tmp_path, api, wait_ready=False) as (service, client):
         others = [resource for resource in RESOURCES if resource != failing]
@@ -186,8 +186,7 @@ def test_resumes_from_the_last_resource_version_after_a_dropped_connection(tmp_p
 
 
 def test_bookmarks_move_the_resume_point(tmp_path, api):
-    seed(api)
-    api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+    seed(api, db_policy())
     with webhook(tmp_path, api) as (_, client):
         assert decide(client, "hpc", "db").policy == "db"
         assert wait_for(lambda: api.active_watches, 3) == 3
@@ -236,8 +235,7 @@ def test_recovers_when_the_api_server_restarts(tmp_path, api, history):
 
 
 def test_a_vmi_created_just_before_its_migration_is_fetched_directly(tmp_path, api):
-    seed(api)
-    api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+    seed(api, db_policy())
     with webhook(tmp_path, api) as (service, client):
         assert decide(client, "hpc", "db").policy == "db"
         assert api.calls("get") == []
@@ -260,8 +258,7 @@ def test_a_vmi_created_just_before_its_migration_is_fetched_directly(tmp_path, a
 
 
 def test_a_failed_direct_get_says_so(tmp_path, api):
-    seed(api)
-    api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+    seed(api, db_policy())
     with webhook(tmp_path, api) as (_, client):
         api.fail("get", VMIS, 503)
         failed = decide(client, "hpc", "not-yet-watched")
@@ -272,8 +269,7 @@ def test_a_failed_direct_get_says_so(tmp_path, api):
 
 
 def test_a_direct_get_does_not_hold_up_other_requests(tmp_path, api):
-    seed(api)
-    api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+    seed(api, db_policy())
     with webhook(tmp_path, api) as (service, client):
         results: list[Decision] = []
         with api.holding_events():
@@ -303,8 +299,7 @@ def test_a_direct_get_does_not_hold_up_other_requests(tmp_path, api):
 
 
 def test_an_invalid_policy_in_the_cluster_is_left_out(tmp_path, api):
-    seed(api)
-    api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+    seed(api, db_policy())
     api.create(MIGRATION_POLICIES, policy("broken", vmi_selector={"app": "db", "tier": "gold"},
                                           bandwidthPerMigration="-1Gi"))
     with webhook(tmp_path, api) as (service, client):
@@ -321,8 +316,7 @@ def test_an_invalid_policy_in_the_cluster_is_left_out(tmp_path, api):
 
 
 def test_a_large_list_is_read_in_pages(tmp_path, api):
-    seed(api)
-    api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+    seed(api, db_policy())
     api.load(VMIS, [vmi("hpc", f"vm-{index:05}", {"app": "db" if index % 2 else "web"})
                     for index in range(1234)])
     with webhook(tmp_path, api) as (_, client):

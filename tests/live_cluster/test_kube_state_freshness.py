@@ -18,6 +18,7 @@ from tests.support.kubeapi import (
 )
 from tests.support.live_cluster import (
     METRICS_PREFIX,
+    db_policy,
     decide,
     scrape,
     seed,
@@ -31,8 +32,7 @@ STALE = "cluster state may be stale: no news from the API for "
 
 
 def test_a_cache_the_api_has_not_confirmed_for_too_long_is_said_to_be_stale(tmp_path, api):
-    seed(api)
-    api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+    seed(api, db_policy())
     api.bookmark_interval = 0.5  # healthy watches confirm the cache, as real ones do
     with webhook(tmp_path, api, args=["--max-staleness", str(MAX_STALENESS)]) as (
             service, client):
@@ -58,8 +58,7 @@ def test_a_cache_the_api_has_not_confirmed_for_too_long_is_said_to_be_stale(tmp_
 
 
 def test_the_state_metrics_over_http(tmp_path, api):
-    seed(api)
-    api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+    seed(api, db_policy())
     api.create(MIGRATION_POLICIES, policy("broken", bandwidthPerMigration="-1Gi",
                                           vmi_selector={"app": "web"}))
     with webhook(tmp_path, api) as (_, client):

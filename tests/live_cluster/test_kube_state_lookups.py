@@ -8,8 +8,8 @@ import threading
 import time
 import uuid
 
-from tests.support.kubeapi import MIGRATION_POLICIES, VMIS, policy, vmi
-from tests.support.live_cluster import DEADLINE, Decision, decide, seed, webhook
+from tests.support.kubeapi import VMIS, vmi
+from tests.support.live_cluster import DEADLINE, Decision, db_policy, decide, seed, webhook
 
 FLOOD = 500
 CLIENTS = 10
@@ -25,8 +25,7 @@ def says(warning: str, text: str) -> bool:
 
 
 def test_a_flood_of_missing_vmis_costs_at_most_50_gets_and_no_slow_answer(tmp_path, api):
-    seed(api)
-    api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+    seed(api, db_policy())
     with webhook(tmp_path, api) as (service, client):
         assert decide(client, "hpc", "db").policy == "db"
         answers: list[tuple[str, float, Decision]] = []
@@ -71,8 +70,7 @@ def test_a_flood_of_missing_vmis_costs_at_most_50_gets_and_no_slow_answer(tmp_pa
 
 
 def test_a_missing_vmi_is_remembered_missing_for_a_few_seconds(tmp_path, api):
-    seed(api)
-    api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+    seed(api, db_policy())
     with webhook(tmp_path, api) as (_, client):
         with api.holding_events():  # created, but the watch has not told the webhook
             for _ in range(5):
@@ -88,8 +86,7 @@ def test_a_missing_vmi_is_remembered_missing_for_a_few_seconds(tmp_path, api):
 
 
 def test_lookups_of_one_vmi_at_once_share_one_get(tmp_path, api):
-    seed(api)
-    api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
+    seed(api, db_policy())
     with webhook(tmp_path, api) as (service, _):
         results: list[Decision] = []
         with api.holding_events():

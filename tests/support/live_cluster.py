@@ -14,7 +14,17 @@ import httpx
 import jsonpatch
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.kubeapi import NAMESPACES, VMIS, KubeApiServer, Resource, namespace, vmi
+from tests.support.kubeapi import (
+    MIGRATION_POLICIES,
+    NAMESPACES,
+    VMIS,
+    KubeApiServer,
+    Object,
+    Resource,
+    namespace,
+    policy,
+    vmi,
+)
 from tests.support.reviews import MUTATE, migration_review, post_review
 from tests.support.service import RunningService, start_service, stop_service
 
@@ -68,12 +78,19 @@ def list_count(api: KubeApiServer, resource: Resource) -> int:
     return len(api.calls("list", resource))
 
 
-def seed(api: KubeApiServer) -> None:
-    """Namespace hpc (env=prod) with VMIs db (app=db, tier=gold) and web (app=web)."""
+def seed(api: KubeApiServer, *policies: Object) -> None:
+    """Namespace hpc (env=prod) with VMIs db (app=db, tier=gold) and web (app=web), and
+    `policies` (MigrationPolicy objects)."""
     api.create(NAMESPACES, namespace("hpc", {"env": "prod"}))
     api.create(NAMESPACES, namespace("default"))
     api.create(VMIS, vmi("hpc", "db", {"app": "db", "tier": "gold"}))
     api.create(VMIS, vmi("hpc", "web", {"app": "web"}))
+    api.load(MIGRATION_POLICIES, policies)
+
+
+def db_policy() -> Object:
+    """The policy `db`, for the VMIs labelled app=db (the seeded VMI db)."""
+    return policy("db", vmi_selector={"app": "db"})
 
 
 @contextmanager
