@@ -25,16 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jsonschema
 import pytest
 import yaml
 
 from app.admission.configurations import webhook_configurations
 from app.serving.certificates import KeyType, make_ca
+from tests.support.crd_schema import schema_errors, schema_validator
 from tests.support.kubeapi import MIGRATION_POLICIES, KubeApiServer
 from tests.support.kubeapi.admission import AdmissionFront, Webhook
 from tests.support.service import REPO, SAMPLES, RunningService, start_service, stop_service
-from tests.unit.test_crd_schema import openapi_schema, schema_errors, to_json_schema
 
 KUBECTL = shutil.which("kubectl")
 needs_kubectl = pytest.mark.skipif(
@@ -179,7 +178,7 @@ def test_every_mistake_of_three_is_a_line_of_kubectl_create(cluster: Cluster) ->
 
 def test_the_refused_example_passes_the_crd_schema_so_the_webhook_is_what_refuses_it() -> None:
     """So the README's example shows what a real cluster shows, not the schema's message."""
-    validator = jsonschema.Draft4Validator(to_json_schema(openapi_schema()))
+    validator = schema_validator()
     policy = yaml.safe_load((POLICIES / "two-mistakes.yaml").read_text())
     assert schema_errors(validator, policy) == []
     three = yaml.safe_load((POLICIES / "three-mistakes.yaml").read_text())
