@@ -13,14 +13,13 @@ import urllib3
 
 from app.commands.lint import check_policies, print_reports
 from app.commands.output import Output
-from app.commands.state import kube_api
 from app.k8s.manifests import Document, ManifestError, manifest_files, read_documents
 from app.k8s.resources import MIGRATION_POLICIES
 from app.policy.precedence import PolicyIndex
 from app.policy.validation import check_policy
 from app.settings import KUBE_STATE, Settings
 from app.state.files import StateError
-from app.state.kube_api import ApiError, TransportErrors
+from app.state.kube_api import ApiError, KubeApi, TransportErrors
 
 PAGE_SIZE = 500
 TIMEOUT = urllib3.Timeout(connect=5.0, read=30.0)
@@ -34,7 +33,7 @@ class AuditError(ValueError):
 
 def cluster_policies(settings: Settings) -> list[Document]:
     """Every MigrationPolicy the API server stores, listed page by page."""
-    api = kube_api(settings)
+    api = KubeApi.from_kubeconfig(settings.kubeconfig, settings.kube_context)
     documents: list[Document] = []
     query = [("limit", str(PAGE_SIZE))]
     try:

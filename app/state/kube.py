@@ -72,7 +72,8 @@ class KubeState:
     @classmethod
     def from_settings(cls, settings: Settings) -> "KubeState":
         """Configured from `--kubeconfig`, or in-cluster; raises KubeConfigError."""
-        return cls(KubeApi.from_kubeconfig(settings.kubeconfig), settings.precedence,
+        return cls(KubeApi.from_kubeconfig(settings.kubeconfig, settings.kube_context),
+                   settings.precedence,
                    watch_idle_timeout=settings.watch_idle_timeout,
                    max_staleness=settings.max_staleness)
 

@@ -151,16 +151,20 @@ class KubeApi:
         self.host = self._configuration.host.rstrip("/")
 
     @classmethod
-    def from_kubeconfig(cls, kubeconfig: Path | None) -> "KubeApi":
-        """In-cluster configuration when `kubeconfig` is None, else that file's current context."""
+    def from_kubeconfig(cls, kubeconfig: Path | None, context: str | None = None) -> "KubeApi":
+        """In-cluster configuration when `kubeconfig` is None, else that file's `context`
+        (its current context when None); `context` needs a kubeconfig."""
         configuration = Configuration()
         try:
             if kubeconfig is None:
                 load_incluster_config(client_configuration=configuration)
             else:
-                load_kube_config(config_file=str(kubeconfig), client_configuration=configuration,
-                                 persist_config=False)
+                load_kube_config(config_file=str(kubeconfig), context=context,
+                                 client_configuration=configuration, persist_config=False)
         except (ConfigException, OSError, ValueError) as error:
+            if kubeconfig is not None and context is not None:
+                raise KubeConfigError(f"--context {context}: cannot use it from kubeconfig "
+                                      f"{kubeconfig}: {error}") from error
             where = (f"kubeconfig {kubeconfig}" if kubeconfig is not None else
                      "in-cluster configuration (not running in a pod? use --kubeconfig FILE)")
             raise KubeConfigError(f"--state kube: cannot use {where}: {error}") from error
