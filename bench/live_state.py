@@ -1,6 +1,6 @@
-"""Benchmark of `--state kube`: run by hand (`python bench/live_state.py`); prints figures only.
+"""Benchmark of `--state kube`: run by hand (`PYTHONPATH=. python bench/live_state.py`); prints figures only.
 
-Loads a large cluster into the stand-in API server (tests/kubeapi.py): by default 100,000
+Loads a large cluster into the stand-in API server (tests/support/kubeapi/): by default 100,000
 VMIs in 10,000 namespaces and 10,000 MigrationPolicies, with labels, annotations and
 managedFields shaped like KubeVirt's. Then:
 (a) starts a real `serve --state kube --kubeconfig` and prints the time until /readyz

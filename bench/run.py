@@ -5,7 +5,7 @@ whatever they are. The floor (bench/floor.py) and the service are both up, but o
 under load at a time, on CPU 1; the Go load generator (bench/loadgen/main.go, GOMAXPROCS=1)
 and this script run on CPU 0 (where `taskset` exists). Throughput is measured in rounds that
 alternate floor and service, latency with the floor right before the service. The cluster
-state is the API stand-in tests/kubeapi.py, in this process, read by
+state is the API stand-in tests/support/kubeapi/, in this process, read by
 `serve --state kube --kubeconfig`. docs/benchmarks.md describes the method.
 """
 

@@ -4,7 +4,7 @@ Both are started as a user starts them and serve the same certificate (the devel
 and `localhost` certificate of `app.serving.tls.ensure_dev_certificates`, made once per run):
 - the floor, `bench/floor.py` on uvicorn with httptools and uvloop;
 - the service, `python -m app serve --host 127.0.0.1 --port P --certs-dir DIR ...` as
-  tests/conftest.py `start_service` runs it, at its default log level.
+  tests/support/service.py `start_service` runs it, at its default log level.
 """
 
 import http.client
