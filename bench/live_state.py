@@ -1,4 +1,6 @@
-"""Benchmark of `--state kube`: run by hand (`PYTHONPATH=. python bench/live_state.py`); prints figures only.
+"""Benchmark of `--state kube`, prints figures only.
+
+Run by `make bench`, or by hand: `PYTHONPATH=. python bench/live_state.py`.
 
 Loads a large cluster into the stand-in API server (tests/support/kubeapi/): by default 100,000
 VMIs in 10,000 namespaces and 10,000 MigrationPolicies, with labels, annotations and
