@@ -17,7 +17,7 @@ from app.admission.answer import Answer, answer_review
 from app.admission.handlers import Handler, is_enforcement_warning
 from app.admission.review import Decision, ReviewError
 from app.policy.annotations import POLICY_ANNOTATION
-from app.serving.metrics import OUTCOMES, Metrics
+from app.serving.metrics import Metrics
 from app.serving.review_log import ReviewLog
 from app.state import WouldBlock
 
@@ -64,8 +64,7 @@ class ReviewEndpoint:
         self._review_log = review_log
         self._handler_for = lambda _resource: handler
         self.max_body_bytes = max_body_bytes
-        self._outcomes = {outcome: metrics.reviews.labels(path, outcome) for outcome in OUTCOMES}
-        self._latency = metrics.latency.labels(path)
+        self._reviews = metrics.reviews[path]
         self._bad = {status: metrics.rejected_bodies.labels(path, str(status))
                      for status in (400, 413, 415)}
         self._internal_errors = metrics.internal_errors.labels(path)
@@ -136,8 +135,7 @@ class ReviewEndpoint:
             return 400, answered
         elapsed = time.perf_counter() - started
         decision = answered.decision
-        self._outcomes[_outcome(decision)].inc()
-        self._latency.observe(elapsed)
+        self._reviews.record(_outcome(decision), elapsed)
         if answered.failed:
             self._internal_errors.inc()
         self._log_answer(answered, elapsed)
@@ -156,14 +154,14 @@ class ReviewEndpoint:
         details = status.get("details") if status else None
         audit = decision.get("auditAnnotations")
         self._review_log.answered(
-            uid=answered.uid, webhook=self.path,
-            operation=request.operation if request else "",
-            namespace=request.namespace if request else "",
-            name=request.name if request else "",
-            allowed=decision["allowed"],
-            policy=audit.get(POLICY_ANNOTATION) if audit else None,
-            causes=len(details.get("causes", ())) if details else None,
-            duration_ms=elapsed * 1000,
+            answered.uid, self.path,
+            request.operation if request else "",
+            request.namespace if request else "",
+            request.name if request else "",
+            decision["allowed"],
+            audit.get(POLICY_ANNOTATION) if audit else None,
+            len(details.get("causes", ())) if details else None,
+            elapsed * 1000,
         )
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
