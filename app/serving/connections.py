@@ -180,7 +180,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self._headers_too_large()
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        """uvicorn's, but the ASGI scope is made only for a request that takes the ASGI
+        way (`_start_cycle`): one answered inline needs none."""
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
         self._in_headers = True
         self._pending_header_bytes = 0
         if self._deadline is None:
@@ -205,7 +209,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._start_cycle()
 
     def _start_cycle(self) -> None:
-        """uvicorn's end of the headers: the ASGI request cycle of this request."""
+        """uvicorn's end of the headers: the ASGI request cycle of this request, with the
+        scope uvicorn makes when a message begins (it resets the URL and headers, which
+        are put back)."""
+        url, headers, expect_100_continue = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.expect_100_continue = url, expect_100_continue
+        self.headers.extend(headers)  # the list the scope holds
         super().on_headers_complete()
 
     def _header_section_bytes(self) -> int:

@@ -64,11 +64,17 @@ def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
 
 def field_value(value: object) -> str:
     """A field's value as one `key=value` token: escaped, quoted when needed."""
+    if type(value) is str:
+        return text_value(value)
     if isinstance(value, bool) or value is None:
         return {True: "true", False: "false", None: "null"}[value]
     if isinstance(value, int | float):
         return str(value)
-    text = str(value)
+    return text_value(str(value))
+
+
+def text_value(text: str) -> str:
+    """A string field's value as one `key=value` token (`field_value` of a str)."""
     if _PLAIN_TOKEN(text):  # the common case, a name or a uid: one regex match, no copy
         return text
     text = escape(text)

@@ -17,7 +17,7 @@ from typing import TextIO
 
 import orjson
 
-from app.serving.logs import field_value
+from app.serving.logs import text_value
 from app.settings import LoggingFormat
 
 LOGGER = "app.review"
@@ -41,8 +41,8 @@ class ReviewLog:
         self.stream = stream if stream is not None else sys.stderr
         self._line = self._json_line if format is LoggingFormat.JSON else self._text_line
         self._entries: list[Entry] = []
-        self._second = self._iso_second = -1
-        self._stamp = self._iso_stamp = ""
+        self._second = self._iso_second = self._millisecond = -1
+        self._stamp = self._iso_stamp = self._ms_stamp = ""
 
     def answered(self, uid: str, webhook: str, operation: str, namespace: str, name: str,
                  allowed: bool, policy: str | None, causes: int | None,
@@ -83,11 +83,11 @@ class ReviewLog:
 
     def _text_line(self, entry: Entry) -> str:
         now, uid, webhook, operation, namespace, name, allowed, policy, causes, duration = entry
-        line = (f"{self._timestamp(now)} INFO {LOGGER}: answered uid={field_value(uid)} "
-                f"webhook={webhook} operation={operation} namespace={field_value(namespace)} "
-                f"name={field_value(name)} allowed={'true' if allowed else 'false'}")
+        line = (f"{self._timestamp(now)} INFO {LOGGER}: answered uid={text_value(uid)} "
+                f"webhook={webhook} operation={operation} namespace={text_value(namespace)} "
+                f"name={text_value(name)} allowed={'true' if allowed else 'false'}")
         if policy is not None:
-            line += f" policy={field_value(policy)}"
+            line += f" policy={text_value(policy)}"
         if causes is not None:
             line += f" causes={causes}"
         return line + f" duration_ms={duration:.3f}"
@@ -101,9 +101,14 @@ class ReviewLog:
         return f"{self._iso_stamp}.{int((now - second) * 1_000_000):06d}+00:00"
 
     def _timestamp(self, now: float) -> str:
-        """As logging's default asctime (`2026-12-02 17:23:26,123`), the second made once."""
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        return f"{self._stamp},{int((now - second) * 1000):03d}"
+        """As logging's default asctime (`2026-12-02 17:23:26,123`): the second made once, the
+        whole stamp once a millisecond (a flushed batch has many lines of the same one)."""
+        millisecond = int(now * 1000)
+        if millisecond != self._millisecond:
+            self._millisecond = millisecond
+            second, fraction = divmod(millisecond, 1000)
+            if second != self._second:
+                self._second = second
+                self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+            self._ms_stamp = f"{self._stamp},{fraction:03d}"
+        return self._ms_stamp
