@@ -87,7 +87,7 @@ class InlineReviewProtocol(LimitedHttpToolsProtocol):
         if endpoint is None:
             super().on_message_complete()
             return
-        self._disarm_deadline()
+        self._reading_since = None
         self._done_receiving()
         body = b"".join(self._chunks)
         self._chunks = []

@@ -21,7 +21,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 import uvloop
@@ -222,9 +222,13 @@ class Listener:
             connection.transport.abort()
 
     def tick(self) -> None:
-        """The Date header, once a second, as uvicorn's server does."""
+        """Once a second: the Date header, as uvicorn's server does; the connections'
+        read deadline and keep-alive timeout."""
         date = formatdate(usegmt=True).encode()
         self.state.default_headers = [(b"date", date), *self.config.encoded_headers]
+        now = asyncio.get_running_loop().time()
+        for connection in list(self.state.connections):
+            cast(LimitedHttpToolsProtocol, connection).check_deadlines(now)
 
 
 def _config(app: Any, settings: Settings, *, lifespan: bool) -> uvicorn.Config:
@@ -360,7 +364,7 @@ async def serve(settings: Settings, state: ClusterState) -> None:
 
     record_expiry()
     background = [asyncio.create_task(tls.watch(on_reload=record_expiry), name="tls-reload"),
-                  asyncio.create_task(_every_second(listeners), name="date-header")]
+                  asyncio.create_task(_every_second(listeners), name="every-second")]
     signals = _Signals()
     lifespan = LifespanOn(webhooks.config)
     try:
