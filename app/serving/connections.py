@@ -303,20 +303,22 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """Answer `status` with `message` before the request reaches the app, and close."""
         self._refused = True
         self._reading_since = None
-        self.transport.write(response(self.server_state.default_headers, status,
+        self.transport.write(response(header_lines(self.server_state.default_headers), status,
                                       orjson.dumps({"error": message}), close=True))
         self.transport.close()
 
 
-def response(default_headers: list[tuple[bytes, bytes]], status: int, body: bytes, *,
-             close: bool) -> bytes:
+def header_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """Header fields as they are written, each `name: value` and CRLF."""
+    return b"".join(b"%s: %s\r\n" % pair for pair in headers)
+
+
+def response(default_header_lines: bytes, status: int, body: bytes, *, close: bool) -> bytes:
     """A whole JSON response, head and body, to be written at once."""
-    head = [STATUS_LINE[status]]
-    head.extend(b"%s: %s\r\n" % pair for pair in default_headers)
-    head.append(b"content-type: application/json\r\ncontent-length: %d\r\n%s\r\n"
-                % (len(body), b"connection: close\r\n" if close else b""))
-    head.append(body)
-    return b"".join(head)
+    return b"%s%s%s%s\r\n%s" % (
+        STATUS_LINE[status], default_header_lines,
+        b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
+        b"connection: close\r\n" if close else b"", body)
 
 
 def _peer(client: tuple[str, int] | None) -> str:

@@ -21,7 +21,7 @@ import httptools
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from app.serving.connections import LimitedHttpToolsProtocol, Limits, response
+from app.serving.connections import LimitedHttpToolsProtocol, Limits, header_lines, response
 
 
 class InlineEndpoint(Protocol):
@@ -51,6 +51,7 @@ class InlineReviewProtocol(LimitedHttpToolsProtocol):
         """(status, body, close after it) of the answers not written yet."""
         self._closing = False
         """Shutdown has begun: the last answer closes the connection."""
+        self._headers_written: tuple[list[tuple[bytes, bytes]], bytes] = ([], b"")
 
     def _start_cycle(self) -> None:
         """Collect the body here rather than start an ASGI cycle, when the request can be
@@ -71,7 +72,8 @@ class InlineReviewProtocol(LimitedHttpToolsProtocol):
             return None  # answers go out in the order of the requests
         if self.parser.get_method() != b"POST":
             return None
-        endpoint = self.inline.get(httptools.parse_url(self.url).path)
+        # the usual target is the path alone; one with a query or escapes is parsed
+        endpoint = self.inline.get(self.url) or self.inline.get(httptools.parse_url(self.url).path)
         if endpoint is None or not endpoint.accepts_inline(self.headers):
             return None
         return endpoint
@@ -109,7 +111,7 @@ class InlineReviewProtocol(LimitedHttpToolsProtocol):
         answers, self._answers = self._answers, []
         if self.transport.is_closing():
             return
-        headers = self.server_state.default_headers
+        headers = self._default_header_lines()
         written = []
         for status, body, close in answers:
             close = close or self._closing
@@ -121,6 +123,14 @@ class InlineReviewProtocol(LimitedHttpToolsProtocol):
             self.transport.close()
         for _ in written:
             self.on_response_complete()
+
+    def _default_header_lines(self) -> bytes:
+        """The server's default headers (Date, Server) written out, once for each list of
+        them (the listener makes a new one every second)."""
+        headers = self.server_state.default_headers
+        if headers is not self._headers_written[0]:
+            self._headers_written = (headers, header_lines(headers))
+        return self._headers_written[1]
 
     def shutdown(self) -> None:
         """A request whose body is still arriving, or whose answer is about to be written,
