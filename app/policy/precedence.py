@@ -225,10 +225,10 @@ class PolicyIndex:
     def with_same_selectors(self, policy: Policy) -> list[str]:
         """Names of the other policies whose selectors equal `policy`'s."""
         key = policy.selectors_key()
+        if key not in self._groups:  # the usual case, on every valid review: one dict lookup
+            return []
         with self._lock:
-            group = self._groups.get(key)
-            if not group:  # the usual case, on every valid review: no policy to sort
-                return []
+            group = self._groups.get(key, [])
             return sorted(entry[1] for entry in group if entry[1] != policy.name)
 
 

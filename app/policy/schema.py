@@ -42,8 +42,6 @@ from app.policy.findings import CauseType, Findings, describe, field_name, quote
 INT64_MAX = 2**63 - 1
 _BINARY_SUFFIXES = ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
 _SPACE = re.compile(r"\s")
-_NO_OLD_FIELD: Callable[[str], Any] = {}.get  # type: ignore[assignment]
-"""`old.get` when there is no old object: every field is absent (its dict is unreachable)."""
 MAX_SUGGESTED_NAME = 64
 """Unknown names longer than this get no did-you-mean: none could be close to a known
 field (difflib's ratio needs a length within 5/3 of the 31 characters of the longest)."""
@@ -405,7 +403,6 @@ class Object:
             ctx.findings.add(CauseType.TYPE_INVALID, path,
                              f"must be an object of fields, got {describe(value)}")
             return
-        old_field = old.get if isinstance(old, dict) else _NO_OLD_FIELD
         if self.gates:
             gated_change_refused(self.gates, value, old, path, ctx)
         for name in self._required:
@@ -413,12 +410,14 @@ class Object:
                 ctx.findings.add(CauseType.REQUIRED, f"{path}.{name}",
                                  f"required field is missing: {required_hint(name)}")
         checks = self._checks
+        old_fields = old if isinstance(old, dict) else None
         for name, child in value.items():
             check = checks.get(name)
             if check is None:
                 self._unknown_field(name, path, ctx.findings)
             elif child is not None:
-                check(child, old_field(name), f"{path}.{name}", ctx)
+                check(child, None if old_fields is None else old_fields.get(name),
+                      f"{path}.{name}", ctx)
 
     def _unknown_field(self, name: str, path: str, findings: Findings) -> None:
         if findings.full:

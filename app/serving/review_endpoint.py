@@ -106,8 +106,7 @@ class ReviewEndpoint:
                     return False
                 size = int(value)
             elif name == b"content-type":
-                media_type = value.split(b";", 1)[0].strip().lower()
-                if media_type not in _ACCEPTED_TYPES and not media_type.endswith(b"+json"):
+                if value != JSON and not _accepted_type(value):
                     return False
             elif name == b"transfer-encoding" or name == b"expect":
                 return False
@@ -171,10 +170,8 @@ class ReviewEndpoint:
             if name == b"content-length":
                 if value.isdigit() and int(value) > limit:
                     raise BodyTooLarge
-            elif name == b"content-type":
-                media_type = value.split(b";", 1)[0].strip().lower()
-                if media_type not in _ACCEPTED_TYPES and not media_type.endswith(b"+json"):
-                    raise UnsupportedMediaType
+            elif name == b"content-type" and not _accepted_type(value):
+                raise UnsupportedMediaType
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone
@@ -200,6 +197,11 @@ class ReviewEndpoint:
     async def _send_error(self, send: Send, status: int, message: str) -> None:
         self._bad[status].inc()
         await _send(send, *json_error(status, message))
+
+
+def _accepted_type(content_type: bytes) -> bool:
+    media_type = content_type.split(b";", 1)[0].strip().lower()
+    return media_type in _ACCEPTED_TYPES or media_type.endswith(b"+json")
 
 
 def _outcome(decision: Decision) -> str:
