@@ -138,13 +138,13 @@ class MigrationStamper:
         )
         if not isinstance(vmi_name, str) or not vmi_name:
             return allowed(["no migration policy applied: spec.vmiName is not set"])
-        vmi = f"VMI {vmi_name!r} in namespace {namespace!r}"
         try:
             vmi_labels = self.state.vmi_labels(namespace, vmi_name)
             ns_labels = None if vmi_labels is None else self.state.namespace_labels(namespace)
         except LookupFailed as error:
             return allowed([
-                f"no migration policy applied: could not look up {vmi}: {error}",
+                f"no migration policy applied: could not look up VMI {vmi_name!r} in "
+                f"namespace {namespace!r}: {error}",
             ])
         if vmi_labels is None:
             return allowed([

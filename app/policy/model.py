@@ -6,6 +6,8 @@ from typing import Any
 
 import orjson
 
+from app.k8s.labels import interned
+
 # The settings a policy may set, in the order annotations are written.
 SETTINGS = (
     "allowAutoConverge",
@@ -86,7 +88,7 @@ def policy_from_object(obj: Mapping[str, Any]) -> Policy:
                       settings=settings_of(spec))
     return Policy(
         name=metadata.get("name", ""),
-        namespace_selector=dict(selectors.get("namespaceSelector") or {}),
-        vmi_selector=dict(selectors.get("virtualMachineInstanceSelector") or {}),
+        namespace_selector=interned(selectors.get("namespaceSelector") or {}),
+        vmi_selector=interned(selectors.get("virtualMachineInstanceSelector") or {}),
         settings=settings_of(spec),
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.k8s.labels import interned
 from app.k8s.manifests import Document, ManifestError, manifest_files, read_documents
 from app.k8s.resources import MIGRATION_POLICIES, NAMESPACES, VIRTUAL_MACHINE_INSTANCES
 from app.policy.feature_gates import KNOWN_FEATURE_GATES
@@ -85,7 +86,7 @@ def _labels(metadata: Mapping[str, object]) -> dict[str, str] | None:
         isinstance(key, str) and isinstance(value, str) for key, value in labels.items()
     ):
         return None
-    return labels
+    return interned(labels)
 
 
 def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:

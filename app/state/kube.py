@@ -68,6 +68,7 @@ class KubeState:
         self._threads: list[threading.Thread] = []
         self._started_at = time.monotonic()
         self._stale: str | None = None
+        self._ready = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "KubeState":
@@ -82,7 +83,10 @@ class KubeState:
         return self._policies.index
 
     def is_ready(self) -> bool:
-        return all(reflector.synced.is_set() for reflector in self._reflectors)
+        """Whether every kind has listed once; it stays so (the last known state serves)."""
+        if not self._ready:
+            self._ready = all(reflector.synced.is_set() for reflector in self._reflectors)
+        return self._ready
 
     def staleness_warning(self) -> str | None:
         """Set by the freshness check, so a request pays one attribute read."""

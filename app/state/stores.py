@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
+from app.k8s.labels import interned
 from app.k8s.resources import MIGRATION_POLICIES
 from app.policy.feature_gates import KNOWN_FEATURE_GATES
 from app.policy.model import Policy
@@ -30,13 +31,12 @@ DELETED = "DELETED"
 
 
 def labels_of(obj: Object) -> Mapping[str, str]:
-    """An object's labels, with keys and values interned: most of them repeat."""
+    """An object's labels, interned (`app.k8s.labels.interned`): most of them repeat."""
     labels = (obj.get("metadata") or {}).get("labels")
     if not labels or not isinstance(labels, dict):
         return NO_LABELS
-    intern = sys.intern
-    return {intern(key): intern(value) for key, value in labels.items()
-            if isinstance(key, str) and isinstance(value, str)}
+    return interned({key: value for key, value in labels.items()
+                     if isinstance(key, str) and isinstance(value, str)})
 
 
 def namespaced_key(obj: Object) -> tuple[str, str]:
