@@ -16,6 +16,7 @@ from app.k8s.labels import (
 )
 from app.k8s.quantity import MEBI, QuantityError, integer_quantity, parse_quantity
 from app.k8s.resources import MIGRATION_POLICIES
+from app.policy.common_shape import common_shape
 from app.policy.feature_gates import MIGRATION_DOWNTIME_TUNING, MIGRATION_STALL_DETECTION
 from app.policy.findings import (
     MAX_CAUSES,
@@ -97,6 +98,7 @@ TOP_LEVEL_FIELDS = frozenset({"apiVersion", "kind", "metadata", "spec", "status"
 _METADATA_MAPS = (("labels", StringMap("label")), ("annotations", StringMap("annotation")))
 
 _WHOLE_MEBI = int(MEBI)
+_EMPTY_SELECTORS = "spec.selectors is empty, so this policy applies to every VMI in every namespace"
 
 SameSelectors = Callable[[Policy], list[str]]
 """Given a policy, the names of the other policies whose selectors equal its own."""
@@ -125,8 +127,38 @@ def check_policy(
     The one way a MigrationPolicy is checked: by the webhook, both cluster states, `lint`
     and `audit`. `obj` may be any JSON value: what is not an object is refused as a whole.
     The webhook passes `parse=False`: it answers from the findings alone, and building the
-    policy would cost every review time for nothing.
+    policy would cost every review time for nothing. A policy of the common valid shape
+    (`app.policy.common_shape`) is recognised in one pass, and only its warnings are made
+    here; any other is checked field by field, by `check_policy_in_full`.
     """
+    shape = common_shape(obj)
+    if shape is None:
+        return check_policy_in_full(
+            obj, feature_gates=feature_gates, old=old, same_selectors=same_selectors,
+            deny_duplicate_selectors=deny_duplicate_selectors, parse=parse)
+    findings = Findings()
+    if shape.empty_selectors:
+        findings.warn(_EMPTY_SELECTORS)
+    if shape.low_bandwidth is not None:
+        findings.warn(_below_one_mebi(shape.low_bandwidth))
+    if same_selectors is not None:
+        _check_duplicates(_with_selectors(shape.name, shape.selectors), same_selectors,
+                          deny_duplicate_selectors, findings)
+    valid = findings.valid
+    return CheckedPolicy(findings, policy_from_object(obj) if parse and valid else None)
+
+
+def check_policy_in_full(
+    obj: Any,
+    *,
+    feature_gates: frozenset[str],
+    old: Mapping[str, Any] | None = None,
+    same_selectors: SameSelectors | None = None,
+    deny_duplicate_selectors: bool = False,
+    parse: bool = True,
+) -> CheckedPolicy:
+    """`check_policy` by the whole schema walk, whatever the policy's shape: what it falls
+    back to, and what the common shape is tested against."""
     findings = Findings()
     if not isinstance(obj, dict):
         findings.add(CauseType.TYPE_INVALID, "",
@@ -260,8 +292,7 @@ def _warn(spec: Mapping[str, Any], findings: Findings) -> None:
     if isinstance(selectors, dict) and not any(selectors.values()) and _is_well_formed(
         selectors, findings
     ):
-        findings.warn("spec.selectors is empty, so this policy applies to every VMI "
-                      "in every namespace")
+        findings.warn(_EMPTY_SELECTORS)
     bandwidth: Any = spec.get("bandwidthPerMigration")
     kind = type(bandwidth)
     amount = bandwidth if kind is int else integer_quantity(bandwidth) if kind is str else None
