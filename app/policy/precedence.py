@@ -46,12 +46,18 @@ def winner_by_scan(
 
 
 Items = tuple[tuple[str, str], ...]
-Entry = tuple[tuple[Any, ...], str, Items, Items]
-"""(precedence key, name, VMI selector pairs, namespace selector pairs): kept sorted, the
-policy that takes precedence first. Names are unique, so the pairs are never compared;
-they are there so that a lookup matches without touching the Policy."""
+Entry = tuple[tuple[Any, ...], str, Items, Items, Policy]
+"""(precedence key, name, VMI selector pairs, namespace selector pairs, the policy): kept
+sorted, the policy that takes precedence first. Names are unique, so what follows them is
+never compared; the pairs are there so that a lookup matches without touching the Policy,
+the policy so that the winner is had without a lookup by name."""
 
 SelectorsKey = tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]]]
+Seconds = tuple[set[Pair | None], dict[Pair | None, list[Entry]]]
+"""The anchors' second pairs under one first pair, as a set and with their buckets. A
+lookup intersects the set with the labels' pairs: a set keeps each element's hash, so the
+intersection reads the sets' tables, not the pairs (at 100,000 policies most of them are
+out of the caches), and only the matches are looked up in the dict."""
 Anchor = tuple[Pair, ...]
 """Where a group is filed: its two rarest pairs, its only pair, or () if it has none."""
 
@@ -80,7 +86,7 @@ class PolicyIndex:
         self._groups: dict[SelectorsKey, list[Entry]] = {}
         self._anchor: dict[SelectorsKey, Anchor] = {}
         self._pair_counts: Counter[Pair] = Counter()
-        self._buckets: dict[Pair | None, dict[Pair | None, list[Entry]]] = {}
+        self._buckets: dict[Pair | None, Seconds] = {}
         """Buckets by an anchor's first pair, then its second; None where it has fewer."""
         by_name = {policy.name: policy for policy in policies}
         groups = {policy.selectors_key(): policy for policy in by_name.values()
@@ -115,7 +121,8 @@ class PolicyIndex:
         if not policy.has_selectors:
             return
         entry = (precedence_key(policy, self.mode), policy.name,
-                 tuple(policy.vmi_selector.items()), tuple(policy.namespace_selector.items()))
+                 tuple(policy.vmi_selector.items()), tuple(policy.namespace_selector.items()),
+                 policy)
         group_key = policy.selectors_key()
         self._entries[policy.name] = entry
         self._group_of[policy.name] = group_key
@@ -139,15 +146,18 @@ class PolicyIndex:
 
     def _bucket(self, anchor: Anchor, *, create: bool = False) -> list[Entry]:
         first, second = (*anchor, None, None)[:2]
-        if create:
-            return self._buckets.setdefault(first, {}).setdefault(second, [])
-        return self._buckets[first][second]
+        if not create:
+            return self._buckets[first][1][second]
+        keys, by_second = self._buckets.setdefault(first, (set(), {}))
+        keys.add(second)
+        return by_second.setdefault(second, [])
 
     def _drop_bucket(self, anchor: Anchor) -> None:
         first, second = (*anchor, None, None)[:2]
-        seconds = self._buckets[first]
-        del seconds[second]
-        if not seconds:
+        keys, by_second = self._buckets[first]
+        keys.discard(second)
+        del by_second[second]
+        if not by_second:
             del self._buckets[first]
 
     def _remove(self, name: str) -> None:
@@ -187,24 +197,16 @@ class PolicyIndex:
         present.add(None)
         for first in (None, *pairs):
             seconds = buckets.get(first)
-            if seconds is None:
-                continue
-            if len(seconds) <= len(present):
-                for second, bucket in seconds.items():
-                    if second in present:
-                        yield bucket
-            else:
-                for second in present:
-                    found = seconds.get(second)
-                    if found is not None:
-                        yield found
+            if seconds is not None:
+                keys, by_second = seconds
+                for second in present.intersection(keys):
+                    yield by_second[second]
 
     def applicable(
         self, vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str]
     ) -> list[Policy]:
         """Every policy that applies, the one that takes precedence first."""
         with self._lock:
-            policies = self._policies
             entries = sorted(
                 member
                 for bucket in self._candidate_buckets(vmi_labels, ns_labels)
@@ -212,7 +214,7 @@ class PolicyIndex:
                 if _matches(entry, vmi_labels, ns_labels)
                 for member in self._groups[self._group_of[entry[1]]]
             )
-            return [policies[entry[1]] for entry in entries]
+            return [entry[4] for entry in entries]
 
     def winner(self, vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str]) -> Policy | None:
         """The policy that takes precedence for a VMI with these labels, if any applies."""
@@ -220,7 +222,7 @@ class PolicyIndex:
             best: Entry | None = None
             for bucket in self._candidate_buckets(vmi_labels, ns_labels):
                 best = _best_in(bucket, best, vmi_labels, ns_labels)
-            return None if best is None else self._policies[best[1]]
+            return None if best is None else best[4]
 
     def with_same_selectors(self, policy: Policy) -> list[str]:
         """Names of the other policies whose selectors equal `policy`'s."""
