@@ -38,12 +38,9 @@ _SELECTORS = frozenset({"namespaceSelector", "virtualMachineInstanceSelector"})
 class Shape:
     """What the one pass found in a valid policy: the facts its warnings depend on."""
 
-    __slots__ = ("empty_selectors", "low_bandwidth", "name", "selectors")
+    __slots__ = ("empty_selectors", "low_bandwidth")
 
-    def __init__(self, name: str, selectors: Mapping[str, Any], empty_selectors: bool,
-                 low_bandwidth: int | str | None) -> None:
-        self.name = name
-        self.selectors = selectors
+    def __init__(self, empty_selectors: bool, low_bandwidth: int | str | None) -> None:
         self.empty_selectors = empty_selectors
         """spec.selectors matches every VMI."""
         self.low_bandwidth = low_bandwidth
@@ -62,9 +59,8 @@ def common_shape(obj: Any) -> Shape | None:
     status = obj.get("status")
     if status is not None and type(status) is not dict:
         return None
-    name = _name(obj.get("metadata"))
     spec = obj.get("spec")
-    if name is None or type(spec) is not dict:
+    if not _has_valid_metadata(obj.get("metadata")) or type(spec) is not dict:
         return None
     selectors = spec.get("selectors")
     if type(selectors) is not dict:
@@ -98,23 +94,20 @@ def common_shape(obj: Any) -> Shape | None:
         if type(selector) is not dict or not _labels(selector):
             return None
         empty = empty and not selector
-    return Shape(name, selectors, empty, low_bandwidth)
+    return Shape(empty, low_bandwidth)
 
 
-def _name(metadata: Any) -> str | None:
-    """metadata.name when metadata is well-formed and the name valid."""
+def _has_valid_metadata(metadata: Any) -> bool:
+    """Whether metadata is an object with a valid name and maps of strings."""
     if type(metadata) is not dict:
-        return None
+        return False
     name = metadata.get("name")
     if type(name) is not str or len(name) > DNS1123_SUBDOMAIN_MAX_LENGTH or (
             not match_dns1123_subdomain(name)):
-        return None
-    for key in ("labels", "annotations"):
-        strings = metadata.get(key)
-        if strings is not None and (type(strings) is not dict or not all(
-                type(value) is str for value in strings.values())):
-            return None
-    return name
+        return False
+    return all(strings is None or (type(strings) is dict and all(
+        type(value) is str for value in strings.values()))
+        for strings in (metadata.get("labels"), metadata.get("annotations")))
 
 
 def _labels(selector: Mapping[Any, Any]) -> bool:

@@ -16,7 +16,7 @@ from app.k8s.labels import (
 )
 from app.k8s.quantity import MEBI, QuantityError, integer_quantity, parse_quantity
 from app.k8s.resources import MIGRATION_POLICIES
-from app.policy.common_shape import common_shape
+from app.policy.common_shape import Shape, common_shape
 from app.policy.feature_gates import MIGRATION_DOWNTIME_TUNING, MIGRATION_STALL_DETECTION
 from app.policy.findings import (
     MAX_CAUSES,
@@ -128,44 +128,31 @@ def check_policy(
     and `audit`. `obj` may be any JSON value: what is not an object is refused as a whole.
     The webhook passes `parse=False`: it answers from the findings alone, and building the
     policy would cost every review time for nothing. A policy of the common valid shape
-    (`app.policy.common_shape`) is recognised in one pass, and only its warnings are made
-    here; any other is checked field by field, by `check_policy_in_full`.
+    (`app.policy.common_shape`) is recognised in one pass; any other is walked field by
+    field (`schema_findings`). Either way, a valid policy is then compared with the others'
+    selectors.
     """
     shape = common_shape(obj)
-    if shape is None:
-        return check_policy_in_full(
-            obj, feature_gates=feature_gates, old=old, same_selectors=same_selectors,
-            deny_duplicate_selectors=deny_duplicate_selectors, parse=parse)
-    findings = Findings()
-    if shape.empty_selectors:
-        findings.warn(_EMPTY_SELECTORS)
-    if shape.low_bandwidth is not None:
-        findings.warn(_below_one_mebi(shape.low_bandwidth))
-    if same_selectors is not None:
-        _check_duplicates(_with_selectors(shape.name, shape.selectors), same_selectors,
-                          deny_duplicate_selectors, findings)
+    findings = schema_findings(obj, feature_gates, old) if shape is None else _warnings(shape)
+    if same_selectors is not None and findings.valid:
+        _check_duplicates(obj, same_selectors, deny_duplicate_selectors, findings)
     valid = findings.valid
     return CheckedPolicy(findings, policy_from_object(obj) if parse and valid else None)
 
 
-def check_policy_in_full(
-    obj: Any,
-    *,
-    feature_gates: frozenset[str],
-    old: Mapping[str, Any] | None = None,
-    same_selectors: SameSelectors | None = None,
-    deny_duplicate_selectors: bool = False,
-    parse: bool = True,
-) -> CheckedPolicy:
-    """`check_policy` by the whole schema walk, whatever the policy's shape: what it falls
-    back to, and what the common shape is tested against."""
+def schema_findings(
+    obj: Any, feature_gates: frozenset[str], old: Mapping[str, Any] | None = None
+) -> Findings:
+    """The problems and warnings of `obj` by the whole schema walk, whatever its shape, but
+    for equal selectors: what `check_policy` falls back to, and what the common shape is
+    tested against."""
     findings = Findings()
     if not isinstance(obj, dict):
         findings.add(CauseType.TYPE_INVALID, "",
                      f"a {MIGRATION_POLICIES.kind} must be a JSON object, got {describe(obj)}")
-        return CheckedPolicy(findings, None)
+        return findings
     _check_type_meta(obj, findings)
-    name = _check_metadata(obj.get("metadata"), findings)
+    _check_metadata(obj.get("metadata"), findings)
     if not TOP_LEVEL_FIELDS.issuperset(obj):
         _unknown_top_level_fields(obj, findings)
     status = obj.get("status")
@@ -176,20 +163,24 @@ def check_policy_in_full(
     if spec is None:
         findings.add(CauseType.REQUIRED, "spec",
                      "required field is missing: add spec with selectors ({} matches every VMI)")
-        return CheckedPolicy(findings, None)
+        return findings
     old_spec = old.get("spec") if isinstance(old, dict) else None
     SPEC.check(spec, old_spec, "spec", Context(feature_gates, findings))
-    if not isinstance(spec, dict):
-        return CheckedPolicy(findings, None)
-    _check_exclusive_experimental(spec, findings)
-    _warn(spec, findings)
-    selectors = spec.get("selectors")
-    if same_selectors is not None and name and findings.valid and isinstance(selectors, dict):
-        _check_duplicates(_with_selectors(name, selectors), same_selectors,
-                          deny_duplicate_selectors, findings)
-    if parse and findings.valid:
-        return CheckedPolicy(findings, policy_from_object(obj))
-    return CheckedPolicy(findings, None)
+    if isinstance(spec, dict):
+        _check_exclusive_experimental(spec, findings)
+        _warn(spec, findings)
+    return findings
+
+
+def _warnings(shape: Shape) -> Findings:
+    """The findings of a policy of the common valid shape: its warnings, as `_warn` gives
+    them."""
+    findings = Findings()
+    if shape.empty_selectors:
+        findings.warn(_EMPTY_SELECTORS)
+    if shape.low_bandwidth is not None:
+        findings.warn(_below_one_mebi(shape.low_bandwidth))
+    return findings
 
 
 def validate_policy(
@@ -220,38 +211,36 @@ def _check_type_meta(policy: Mapping[str, Any], findings: Findings) -> None:
 _NAME_MISSING = "required field is missing: name the policy"
 
 
-def _check_metadata(metadata: Any, findings: Findings) -> str | None:
-    """Check metadata's name and types; return the name if it is a string."""
+def _check_metadata(metadata: Any, findings: Findings) -> None:
+    """Check metadata's name and types."""
     if metadata is None:
         findings.add(CauseType.REQUIRED, "metadata.name", _NAME_MISSING)
-        return None
+        return
     if not isinstance(metadata, dict):
         findings.add(CauseType.TYPE_INVALID, "metadata",
                      f"must be an object of fields, got {describe(metadata)}")
-        return None
-    name = _check_name(metadata, findings)
+        return
+    _check_name(metadata, findings)
     for key, checker in _METADATA_MAPS:
         value = metadata.get(key)
         if value is not None:
             checker.check(value, None, f"metadata.{key}", Context(frozenset(), findings))
-    return name
 
 
-def _check_name(metadata: Mapping[str, Any], findings: Findings) -> str | None:
+def _check_name(metadata: Mapping[str, Any], findings: Findings) -> None:
     name = metadata.get("name")
     if name is None:
         if not metadata.get("generateName"):
             findings.add(CauseType.REQUIRED, "metadata.name", _NAME_MISSING)
-        return None
+        return
     if not isinstance(name, str):
         findings.add(CauseType.TYPE_INVALID, "metadata.name",
                      f"must be a string, got {quote(name)}")
-        return None
+        return
     if len(name) <= DNS1123_SUBDOMAIN_MAX_LENGTH and match_dns1123_subdomain(name):
-        return name
+        return
     for problem in dns1123_subdomain_problems(name):
         findings.add(CauseType.INVALID, "metadata.name", f"{quote(name)} {problem}")
-    return name
 
 
 def _unknown_top_level_fields(policy: Mapping[str, Any], findings: Findings) -> None:
@@ -326,20 +315,19 @@ def _bandwidth_warning(bandwidth: int | str, says: str) -> str:
     return warning
 
 
-def _with_selectors(name: str, selectors: Mapping[str, Any]) -> Policy:
-    """The policy as the duplicate check needs it: its name and selectors (a valid
-    policy's, so both maps of strings), without the settings that stamping needs."""
-    return Policy(
+def _check_duplicates(
+    obj: Mapping[str, Any], same_selectors: SameSelectors, deny: bool, findings: Findings
+) -> None:
+    """Warn about, or refuse, a valid policy whose selectors equal another policy's."""
+    name = obj["metadata"].get("name")  # valid: metadata and spec.selectors are objects
+    if not name:  # a generateName: no other policy can be this one
+        return
+    selectors = obj["spec"]["selectors"]
+    policy = Policy(  # what the index compares: the name and the selectors
         name=name,
         namespace_selector=selectors.get("namespaceSelector") or {},
         vmi_selector=selectors.get("virtualMachineInstanceSelector") or {},
     )
-
-
-def _check_duplicates(
-    policy: Policy, same_selectors: SameSelectors, deny: bool, findings: Findings
-) -> None:
-    name = policy.name
     others = [other for other in same_selectors(policy) if other != name]
     if not others:
         return

@@ -1,9 +1,9 @@
 """The one-pass recognition of a common valid policy agrees with the full schema walk.
 
 `check_policy` answers a policy of the common shape without the schema walk; these tests
-hold it to `check_policy_in_full` on policies drawn near that shape, valid and not: when
-the one pass recognises a policy, the full check finds it valid with the same warnings and
-the same parsed Policy.
+hold it to `schema_findings` on policies drawn near that shape, valid and not: when the one
+pass recognises a policy, the full walk finds it valid with the same warnings, and
+`check_policy` gives the same parsed Policy and looks for equal selectors either way.
 """
 
 import copy
@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.policy.common_shape import common_shape
-from app.policy.validation import check_policy, check_policy_in_full
+from app.policy.model import policy_from_object
+from app.policy.validation import check_policy, schema_findings
 from tests.support.reviews import sample_review
 
 REFERENCE = sample_review("policy-valid-example.json")["request"]["object"]
@@ -96,16 +97,23 @@ def duplicates(policy: Any) -> list[str]:
 @settings(max_examples=1500, deadline=None)
 @given(obj=near_common_policies(), deny=st.booleans())
 def test_a_recognised_policy_is_valid_with_the_same_warnings(obj: Any, deny: bool) -> None:
-    options = {"feature_gates": frozenset(), "same_selectors": duplicates,
-               "deny_duplicate_selectors": deny}
-    full = check_policy_in_full(obj, **options)
-    checked = check_policy(obj, **options)
-    if common_shape(obj) is not None:  # a denied duplicate is its only possible cause
-        assert [cause.field for cause in full.findings.causes] in ([], ["spec.selectors"])
-    assert checked.findings.causes == full.findings.causes
-    assert checked.findings.warnings == full.findings.warnings
-    assert checked.findings.valid == full.findings.valid
-    assert checked.policy == full.policy
+    full = schema_findings(obj, frozenset())
+    checked = check_policy(obj, feature_gates=frozenset())
+    if common_shape(obj) is not None:
+        assert full.causes == []
+    assert checked.findings.causes == full.causes
+    assert checked.findings.warnings == full.warnings
+    assert checked.findings.valid == full.valid
+    assert checked.policy == (policy_from_object(obj) if full.valid else None)
+    # equal selectors are looked for after either path, and only for a valid policy
+    with_others = check_policy(obj, feature_gates=frozenset(), same_selectors=duplicates,
+                               deny_duplicate_selectors=deny).findings
+    named = full.valid and duplicates(policy_from_object(obj)) != []
+    extra = with_others.causes[len(full.causes):] if deny else \
+        with_others.warnings[len(full.warnings):]
+    assert len(extra) == (1 if named else 0)
+    assert all("other-policy" in (item if isinstance(item, str) else item.message)
+               for item in extra)
 
 
 def test_the_reference_policy_takes_the_one_pass() -> None:
