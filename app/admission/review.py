@@ -188,15 +188,11 @@ def _request(api_version: str, uid: str, request: Mapping[str, Any]) -> Admissio
 def _resource(value: Any) -> GroupVersionResource:
     if (
         isinstance(value, dict)
-        and type(value.get("group")) is str
-        and type(value.get("version")) is str
-        and type(value.get("resource")) is str
+        and type(group := value.get("group", "")) is str
+        and type(version := value.get("version", "")) is str
+        and type(resource := value.get("resource", "")) is str
     ):
-        return value  # type: ignore[return-value]  # the review's own, checked: no copy
-    if isinstance(value, dict) and all(type(value.get(key, "")) is str
-                                       for key in ("group", "version", "resource")):
-        return {"group": value.get("group", ""), "version": value.get("version", ""),
-                "resource": value.get("resource", "")}
+        return {"group": group, "version": version, "resource": resource}
     raise ValueError("request.resource is missing: an object with group, version and resource")
 
 

@@ -8,6 +8,7 @@ for a person; an empty list means valid.
 import re
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 QUALIFIED_NAME_MAX_LENGTH = 63
 LABEL_VALUE_MAX_LENGTH = 63
@@ -102,12 +103,14 @@ def label_value_problems(value: str) -> list[str]:
     return []
 
 
-def interned(labels: Mapping[str, str]) -> dict[str, str]:
-    """A copy of a label map (or selector) whose keys and values are interned strings.
+def interned(labels: Mapping[Any, Any]) -> dict[str, str]:
+    """A copy of a label map (or selector) whose keys and values are interned strings;
+    an entry that is not a string to a string is left out.
 
     The cluster state's labels and the policies' selectors are interned alike, so that
     matching a VMI against the policy index compares strings by identity: at 100,000
     policies a lookup reads far less memory (measured with the caches cold: 40 -> 34 µs).
     """
     intern = sys.intern
-    return {intern(key): intern(value) for key, value in labels.items()}
+    return {intern(key): intern(value) for key, value in labels.items()
+            if type(key) is str and type(value) is str}

@@ -35,8 +35,7 @@ def labels_of(obj: Object) -> Mapping[str, str]:
     labels = (obj.get("metadata") or {}).get("labels")
     if not labels or not isinstance(labels, dict):
         return NO_LABELS
-    return interned({key: value for key, value in labels.items()
-                     if isinstance(key, str) and isinstance(value, str)})
+    return interned(labels)
 
 
 def namespaced_key(obj: Object) -> tuple[str, str]:

@@ -5,6 +5,7 @@ import pytest
 from app.k8s.labels import (
     DNS1123_SUBDOMAIN_MAX_LENGTH,
     dns1123_subdomain_problems,
+    interned,
     is_label_key,
     label_value_problems,
     match_dns1123_subdomain,
@@ -232,3 +233,12 @@ def test_problem_messages(check, text, expected):
     for problem, fragments in zip(problems, expected, strict=True):
         for fragment in (fragments,) if isinstance(fragments, str) else fragments:
             assert fragment in problem
+
+
+def test_interned_labels_are_the_same_strings_and_only_strings():
+    app, db = "".join(["a", "pp"]), "".join(["d", "b"])  # built at run time: not interned yet
+    labels = interned({app: db, "tier": 3, 4: "x", "empty": ""})
+    assert labels == {"app": "db", "empty": ""}
+    other = interned({"".join(["ap", "p"]): "".join(["d", "b"])})
+    [(key, value)] = other.items()
+    assert key is next(iter(labels)) and value is labels["app"]
