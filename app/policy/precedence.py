@@ -10,11 +10,13 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any
 
 from app.policy.model import Policy
 
 _NS, _VMI = "namespace", "vmi"
+_TOP = attrgetter("top")
 
 Pair = tuple[str, str, str]
 """(source, key, value): a label pair of a VMI selector or a namespace selector."""
@@ -53,13 +55,41 @@ never compared; the pairs are there so that a lookup matches without touching th
 the policy so that the winner is had without a lookup by name."""
 
 SelectorsKey = tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]]]
-Seconds = tuple[set[Pair | None], dict[Pair | None, list[Entry]]]
-"""The anchors' second pairs under one first pair, as a set and with their buckets. A
-lookup intersects the set with the labels' pairs: a set keeps each element's hash, so the
-intersection reads the sets' tables, not the pairs (at 100,000 policies most of them are
-out of the caches), and only the matches are looked up in the dict."""
 Anchor = tuple[Pair, ...]
 """Where a group is filed: its two rarest pairs, its only pair, or () if it has none."""
+
+
+class _Seconds:
+    """The buckets of the anchors that share one first pair, by their second pair (None
+    where an anchor has fewer), and the highest score among them."""
+
+    __slots__ = ("buckets", "keys", "top")
+
+    def __init__(self) -> None:
+        self.keys: set[Pair | None] = set()
+        """The second pairs again, as a set: a lookup intersects it with the labels' pairs,
+        and a set keeps each element's hash, so the intersection reads the sets' tables and
+        not the pairs (at 100,000 policies most of them are out of the caches)."""
+        self.buckets: dict[Pair | None, list[Entry]] = {}
+        self.top = 0
+        """The highest score of a group filed here: a lookup that has found a better one
+        skips these buckets."""
+
+    def bucket(self, second: Pair | None) -> list[Entry]:
+        bucket = self.buckets.get(second)
+        if bucket is None:
+            self.keys.add(second)
+            bucket = self.buckets[second] = []
+        return bucket
+
+    def drop(self, second: Pair | None) -> None:
+        self.keys.discard(second)
+        del self.buckets[second]
+
+    def rescore(self) -> None:
+        """After a removal: each bucket is sorted, so its first entry has its highest score."""
+        self.top = max((-bucket[0][0][0] for bucket in self.buckets.values() if bucket),
+                       default=0)
 
 
 class PolicyIndex:
@@ -73,6 +103,9 @@ class PolicyIndex:
     pairs: however many groups share a common label, or even two, only the few that share
     the VMI's two rarest-used labels are looked at. Each bucket is sorted by precedence; a
     lookup stops in it at its first match, or when the rest cannot beat the best so far.
+    The buckets under each first pair know their highest score, and a lookup visits them
+    highest first, stopping where that score is below the best match's: a VMI that matches
+    a specific policy never reads the buckets of the broader ones.
     Anchors are chosen when a group is created, from the counts of that moment; building
     the index from a whole list counts first.
     """
@@ -86,8 +119,8 @@ class PolicyIndex:
         self._groups: dict[SelectorsKey, list[Entry]] = {}
         self._anchor: dict[SelectorsKey, Anchor] = {}
         self._pair_counts: Counter[Pair] = Counter()
-        self._buckets: dict[Pair | None, Seconds] = {}
-        """Buckets by an anchor's first pair, then its second; None where it has fewer."""
+        self._buckets: dict[Pair | None, _Seconds] = {}
+        """Buckets by an anchor's first pair (None where it has none), then its second."""
         by_name = {policy.name: policy for policy in policies}
         groups = {policy.selectors_key(): policy for policy in by_name.values()
                   if policy.has_selectors}
@@ -135,7 +168,12 @@ class PolicyIndex:
             pairs.sort(key=lambda pair: (self._pair_counts[pair], pair))
             anchor = tuple(pairs[:2])
             self._anchor[group_key] = anchor
-            bisect.insort(self._bucket(anchor, create=True), entry)
+            first, second = _split(anchor)
+            seconds = self._buckets.get(first)
+            if seconds is None:
+                seconds = self._buckets[first] = _Seconds()
+            bisect.insort(seconds.bucket(second), entry)
+            seconds.top = max(seconds.top, policy.score)
             return
         best = group[0]
         bisect.insort(group, entry)
@@ -144,21 +182,9 @@ class PolicyIndex:
             _remove_sorted(bucket, best)
             bisect.insort(bucket, entry)
 
-    def _bucket(self, anchor: Anchor, *, create: bool = False) -> list[Entry]:
-        first, second = (*anchor, None, None)[:2]
-        if not create:
-            return self._buckets[first][1][second]
-        keys, by_second = self._buckets.setdefault(first, (set(), {}))
-        keys.add(second)
-        return by_second.setdefault(second, [])
-
-    def _drop_bucket(self, anchor: Anchor) -> None:
-        first, second = (*anchor, None, None)[:2]
-        keys, by_second = self._buckets[first]
-        keys.discard(second)
-        del by_second[second]
-        if not by_second:
-            del self._buckets[first]
+    def _bucket(self, anchor: Anchor) -> list[Entry]:
+        first, second = _split(anchor)
+        return self._buckets[first].buckets[second]
 
     def _remove(self, name: str) -> None:
         policy = self._policies.pop(name, None)
@@ -178,39 +204,50 @@ class PolicyIndex:
             bisect.insort(bucket, group[0])
             return
         del self._groups[group_key], self._anchor[group_key]
+        first, second = _split(anchor)
+        seconds = self._buckets[first]
         if not bucket:
-            self._drop_bucket(anchor)
+            seconds.drop(second)
+        if not seconds.buckets:
+            del self._buckets[first]
+        elif seconds.top == policy.score:
+            seconds.rescore()
         for pair in _pairs(policy):
             self._pair_counts[pair] -= 1
             if self._pair_counts[pair] <= 0:
                 del self._pair_counts[pair]
 
-    def _candidate_buckets(
+    def _candidates(
         self, vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str]
-    ) -> Iterator[list[Entry]]:
-        """The buckets of the groups a VMI with these labels may match: those whose anchor
-        pairs are all among the labels."""
+    ) -> tuple[list[_Seconds], set[Pair | None]]:
+        """The buckets under the labels' pairs, the highest scores first, and the labels'
+        pairs as a set: a VMI may match the groups of those buckets whose second pair is
+        among them too."""
         buckets = self._buckets
         pairs: list[Pair | None] = [(_VMI, key, value) for key, value in vmi_labels.items()]
         pairs += [(_NS, key, value) for key, value in ns_labels.items()]
         present = set(pairs)
         present.add(None)
+        found = []
         for first in (None, *pairs):
             seconds = buckets.get(first)
             if seconds is not None:
-                keys, by_second = seconds
-                for second in present.intersection(keys):
-                    yield by_second[second]
+                found.append(seconds)
+        if len(found) > 1:
+            found.sort(key=_TOP, reverse=True)
+        return found, present
 
     def applicable(
         self, vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str]
     ) -> list[Policy]:
         """Every policy that applies, the one that takes precedence first."""
         with self._lock:
+            found, present = self._candidates(vmi_labels, ns_labels)
             entries = sorted(
                 member
-                for bucket in self._candidate_buckets(vmi_labels, ns_labels)
-                for entry in bucket
+                for seconds in found
+                for second in present.intersection(seconds.keys)
+                for entry in seconds.buckets[second]
                 if _matches(entry, vmi_labels, ns_labels)
                 for member in self._groups[self._group_of[entry[1]]]
             )
@@ -219,9 +256,14 @@ class PolicyIndex:
     def winner(self, vmi_labels: Mapping[str, str], ns_labels: Mapping[str, str]) -> Policy | None:
         """The policy that takes precedence for a VMI with these labels, if any applies."""
         with self._lock:
+            found, present = self._candidates(vmi_labels, ns_labels)
             best: Entry | None = None
-            for bucket in self._candidate_buckets(vmi_labels, ns_labels):
-                best = _best_in(bucket, best, vmi_labels, ns_labels)
+            for seconds in found:
+                if best is not None and seconds.top < -best[0][0]:
+                    break  # neither these buckets nor the rest hold a higher score
+                buckets = seconds.buckets
+                for second in present.intersection(seconds.keys):
+                    best = _best_in(buckets[second], best, vmi_labels, ns_labels)
             return None if best is None else best[4]
 
     def with_same_selectors(self, policy: Policy) -> list[str]:
@@ -232,6 +274,12 @@ class PolicyIndex:
         with self._lock:
             group = self._groups.get(key, [])
             return sorted(entry[1] for entry in group if entry[1] != policy.name)
+
+
+def _split(anchor: Anchor) -> tuple[Pair | None, Pair | None]:
+    """An anchor's first and second pair, None for each it lacks."""
+    first, second = (*anchor, None, None)[:2]
+    return first, second
 
 
 def _pairs(policy: Policy) -> Iterator[Pair]:

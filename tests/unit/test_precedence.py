@@ -186,6 +186,23 @@ class TestIndex:
         assert len(index) == 0
         index.remove("never-there")
 
+    def test_a_removal_leaves_the_remaining_scores_searched(self) -> None:
+        """A lookup skips the buckets under a pair whose highest score cannot beat the best
+        match so far; after the highest-scoring policy there goes, the next one's score is
+        still searched, and here wins the tie on keys (app, env, tier before env, os, ...)."""
+        index = PolicyIndex(DOCUMENTED, [
+            policy("a", {"env": "prod"}, {"app": "x", "tier": "1", "zone": "z"}),
+            policy("b", {"env": "prod"}, {"app": "x", "tier": "1"}),
+            policy("c", {"env": "prod"}, {"os": "l", "release": "r"}),
+            policy("d", {"env": "test"}, {"zone": "z"}),  # so that a and b share an anchor
+        ])
+        vmi, ns = {"app": "x", "tier": "1", "os": "l", "release": "r"}, {"env": "prod"}
+        assert index.winner({**vmi, "zone": "z"}, ns).name == "a"
+        index.remove("a")
+        assert index.winner({**vmi, "zone": "z"}, ns).name == "b"
+        assert index.winner(vmi, ns).name == "b"
+        assert [p.name for p in index.applicable(vmi, ns)] == ["b", "c"]
+
     def test_applicable_lists_winner_first(self) -> None:
         index = PolicyIndex(DOCUMENTED, [policy("low", vmi={"a": "1"}),
                                          policy("high", vmi={"a": "1", "b": "1"}),
