@@ -18,6 +18,7 @@ Values are exact (`decimal.Decimal`), never floats.
 import re
 from dataclasses import dataclass
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
+from typing import Any
 
 _NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
 QUANTITY_PATTERN = (
@@ -44,7 +45,7 @@ _DECIMAL_SCALE = {suffix: 10**shift for suffix, shift in _DECIMAL.items() if shi
 _EXACT = Context(prec=60, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[])
 _MAX_SHIFT = Decimal(2 * MAX_EMAX)
 
-MEBI = Decimal(1 << 20)
+MEBI = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,13 @@ def integer_quantity(text: str) -> int | None:
     if not (digits.isdigit() and digits.isascii() and len(digits) <= _MAX_INTEGER_DIGITS):
         return None
     return int(digits) * (scale or 1)
+
+
+def whole_quantity(value: Any) -> int | None:
+    """A JSON value's amount when it is an integer, or a string that `integer_quantity`
+    reads; None for anything else (a boolean, a float, a fraction, a malformed string)."""
+    kind = type(value)
+    return value if kind is int else integer_quantity(value) if kind is str else None
 
 
 def is_quantity(text: str) -> bool:

@@ -25,12 +25,10 @@ from app.k8s.labels import (
     match_label_value,
     match_plain_label_key,
 )
-from app.k8s.quantity import MEBI, integer_quantity
+from app.k8s.quantity import MEBI, whole_quantity
 from app.k8s.resources import MIGRATION_POLICIES
+from app.policy.schema import INT64_MAX, TOP_LEVEL_FIELDS
 
-INT64_MAX = 2**63 - 1
-_WHOLE_MEBI = int(MEBI)
-_TOP_LEVEL = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
 _BOOLEANS = frozenset({"allowAutoConverge", "allowPostCopy", "allowWorkloadDisruption"})
 _SELECTORS = frozenset({"namespaceSelector", "virtualMachineInstanceSelector"})
 
@@ -50,7 +48,7 @@ class Shape:
 def common_shape(obj: Any) -> Shape | None:
     """The facts of a valid policy of the common shape, or None: then the full check
     must judge it (it may be valid all the same)."""
-    if type(obj) is not dict or not _TOP_LEVEL.issuperset(obj):
+    if type(obj) is not dict or not TOP_LEVEL_FIELDS.issuperset(obj):
         return None
     kind, api_version = obj.get("kind"), obj.get("apiVersion")
     if (kind is not None and kind != MIGRATION_POLICIES.kind) or (
@@ -73,12 +71,10 @@ def common_shape(obj: Any) -> Shape | None:
         elif field == "bandwidthPerMigration":
             if value is None:
                 continue
-            kind_of = type(value)
-            amount = value if kind_of is int else integer_quantity(value) if kind_of is str \
-                else None
+            amount = whole_quantity(value)
             if amount is None or amount < 0:
                 return None
-            if 0 < amount < _WHOLE_MEBI:
+            if 0 < amount < MEBI:
                 low_bandwidth = value
         elif field == "completionTimeoutPerGiB":
             if value is not None and (type(value) is not int or not 0 <= value <= INT64_MAX):

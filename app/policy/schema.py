@@ -33,13 +33,15 @@ from app.k8s.labels import (
 from app.k8s.quantity import (
     QuantityError,
     decimal_places,
-    integer_quantity,
     is_quantity,
     parse_quantity,
+    whole_quantity,
 )
 from app.policy.findings import CauseType, Findings, describe, field_name, quote, shorten
 
 INT64_MAX = 2**63 - 1
+TOP_LEVEL_FIELDS = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
+"""The fields of an object with a spec and a status."""
 _BINARY_SUFFIXES = ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
 _SPACE = re.compile(r"\s")
 MAX_SUGGESTED_NAME = 64
@@ -199,10 +201,9 @@ class Quantity:
 
     def check(self, value: Any, old: Any, path: str, ctx: Context) -> None:
         # The common case first: a whole number, written as digits and a suffix, in range.
-        kind = type(value)
-        amount = value if kind is int else integer_quantity(value) if kind is str else None
-        if amount is not None and amount >= self._lowest and (
-            self._highest is None or amount <= self._highest
+        whole = whole_quantity(value)
+        if whole is not None and whole >= self._lowest and (
+            self._highest is None or whole <= self._highest
         ):
             return
         if isinstance(value, bool) or not isinstance(value, int | str):

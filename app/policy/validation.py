@@ -14,7 +14,7 @@ from app.k8s.labels import (
     dns1123_subdomain_problems,
     match_dns1123_subdomain,
 )
-from app.k8s.quantity import MEBI, QuantityError, integer_quantity, parse_quantity
+from app.k8s.quantity import MEBI, QuantityError, parse_quantity, whole_quantity
 from app.k8s.resources import MIGRATION_POLICIES
 from app.policy.common_shape import Shape, common_shape
 from app.policy.feature_gates import MIGRATION_DOWNTIME_TUNING, MIGRATION_STALL_DETECTION
@@ -30,6 +30,7 @@ from app.policy.findings import (
 from app.policy.model import Policy, policy_from_object
 from app.policy.schema import (
     INT64_MAX,
+    TOP_LEVEL_FIELDS,
     Boolean,
     Context,
     Enum,
@@ -94,10 +95,8 @@ SPEC = Object(
     required=frozenset({"selectors"}),
 )
 
-TOP_LEVEL_FIELDS = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
 _METADATA_MAPS = (("labels", StringMap("label")), ("annotations", StringMap("annotation")))
 
-_WHOLE_MEBI = int(MEBI)
 _EMPTY_SELECTORS = "spec.selectors is empty, so this policy applies to every VMI in every namespace"
 
 SameSelectors = Callable[[Policy], list[str]]
@@ -283,10 +282,9 @@ def _warn(spec: Mapping[str, Any], findings: Findings) -> None:
     ):
         findings.warn(_EMPTY_SELECTORS)
     bandwidth: Any = spec.get("bandwidthPerMigration")
-    kind = type(bandwidth)
-    amount = bandwidth if kind is int else integer_quantity(bandwidth) if kind is str else None
+    amount = whole_quantity(bandwidth)
     if amount is not None:  # the common case: whole, no fractional exponent
-        if 0 < amount < _WHOLE_MEBI:
+        if 0 < amount < MEBI:
             findings.warn(_below_one_mebi(bandwidth))
         return
     if isinstance(bandwidth, int | str) and not isinstance(bandwidth, bool):

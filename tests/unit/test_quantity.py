@@ -13,6 +13,7 @@ from app.k8s.quantity import (
     integer_quantity,
     is_quantity,
     parse_quantity,
+    whole_quantity,
 )
 
 # The pattern CRD schemas carry for int-or-string quantities, copied verbatim.
@@ -87,6 +88,15 @@ def test_integer_quantity_is_the_exact_value_or_nothing(text):
         assert parse_quantity(text).value == value
     if text in WHOLE:
         assert value is not None
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (0, 0), (23, 23), (-1, -1), ("64Mi", 64 << 20), ("1k", 1000), ("1.5Gi", None),
+    ("-1Gi", None), ("1 GB", None), (True, None), (False, None), (1.0, None), (None, None),
+    ({"Mi": 1}, None)])
+def test_whole_quantity_reads_integers_and_whole_strings_only(value, expected):
+    """A boolean is an int to Python, but not a quantity."""
+    assert whole_quantity(value) == expected
 
 
 @pytest.mark.parametrize(("text", "valid"), TABLE, ids=TABLE_IDS)
