@@ -55,8 +55,8 @@ never compared; the pairs are there so that a lookup matches without touching th
 the policy so that the winner is had without a lookup by name."""
 
 SelectorsKey = tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]]]
-Anchor = tuple[Pair, ...]
-"""Where a group is filed: its two rarest pairs, its only pair, or () if it has none."""
+Anchor = tuple[Pair | None, Pair | None]
+"""Where a group is filed: its two rarest pairs, None for each it lacks."""
 
 
 class _Seconds:
@@ -75,21 +75,23 @@ class _Seconds:
         """The highest score of a group filed here: a lookup that has found a better one
         skips these buckets."""
 
-    def bucket(self, second: Pair | None) -> list[Entry]:
+    def add(self, second: Pair | None, entry: Entry) -> None:
         bucket = self.buckets.get(second)
         if bucket is None:
             self.keys.add(second)
             bucket = self.buckets[second] = []
-        return bucket
+        bisect.insort(bucket, entry)
+        self.top = max(self.top, -entry[0][0])
 
-    def drop(self, second: Pair | None) -> None:
-        self.keys.discard(second)
-        del self.buckets[second]
-
-    def rescore(self) -> None:
-        """After a removal: each bucket is sorted, so its first entry has its highest score."""
-        self.top = max((-bucket[0][0][0] for bucket in self.buckets.values() if bucket),
-                       default=0)
+    def removed(self, second: Pair | None, score: int) -> None:
+        """After a group of this score has left the bucket of `second`: forget the bucket if
+        it is empty, and lower the highest score if it was the group's."""
+        if not self.buckets[second]:
+            self.keys.discard(second)
+            del self.buckets[second]
+        if score == self.top and self.buckets:
+            # each bucket is sorted, so its first entry has its highest score
+            self.top = max(-bucket[0][0][0] for bucket in self.buckets.values())
 
 
 class PolicyIndex:
@@ -166,14 +168,12 @@ class PolicyIndex:
             if not counted:
                 self._pair_counts.update(pairs)
             pairs.sort(key=lambda pair: (self._pair_counts[pair], pair))
-            anchor = tuple(pairs[:2])
-            self._anchor[group_key] = anchor
-            first, second = _split(anchor)
+            first, second = (*pairs[:2], None, None)[:2]
+            self._anchor[group_key] = (first, second)
             seconds = self._buckets.get(first)
             if seconds is None:
                 seconds = self._buckets[first] = _Seconds()
-            bisect.insort(seconds.bucket(second), entry)
-            seconds.top = max(seconds.top, policy.score)
+            seconds.add(second, entry)
             return
         best = group[0]
         bisect.insort(group, entry)
@@ -183,7 +183,7 @@ class PolicyIndex:
             bisect.insort(bucket, entry)
 
     def _bucket(self, anchor: Anchor) -> list[Entry]:
-        first, second = _split(anchor)
+        first, second = anchor
         return self._buckets[first].buckets[second]
 
     def _remove(self, name: str) -> None:
@@ -204,14 +204,11 @@ class PolicyIndex:
             bisect.insort(bucket, group[0])
             return
         del self._groups[group_key], self._anchor[group_key]
-        first, second = _split(anchor)
+        first, second = anchor
         seconds = self._buckets[first]
-        if not bucket:
-            seconds.drop(second)
+        seconds.removed(second, policy.score)
         if not seconds.buckets:
             del self._buckets[first]
-        elif seconds.top == policy.score:
-            seconds.rescore()
         for pair in _pairs(policy):
             self._pair_counts[pair] -= 1
             if self._pair_counts[pair] <= 0:
@@ -274,12 +271,6 @@ class PolicyIndex:
         with self._lock:
             group = self._groups.get(key, [])
             return sorted(entry[1] for entry in group if entry[1] != policy.name)
-
-
-def _split(anchor: Anchor) -> tuple[Pair | None, Pair | None]:
-    """An anchor's first and second pair, None for each it lacks."""
-    first, second = (*anchor, None, None)[:2]
-    return first, second
 
 
 def _pairs(policy: Policy) -> Iterator[Pair]:
