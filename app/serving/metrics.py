@@ -9,6 +9,7 @@ are the client library's, their label children bound once.
 
 from bisect import bisect_left
 from collections.abc import Iterator
+from itertools import accumulate
 
 from prometheus_client import (
     CollectorRegistry,
@@ -71,10 +72,7 @@ class ReviewCollector(Collector):
         for webhook, counts in self._counts.items():
             for outcome, count in counts.outcomes.items():
                 reviews.add_metric([webhook, outcome], count)
-            cumulative, total = [], 0
-            for bound, count in zip(bounds, counts.buckets, strict=True):
-                total += count
-                cumulative.append((bound, total))
+            cumulative = list(zip(bounds, accumulate(counts.buckets), strict=True))
             durations.add_metric([webhook], cumulative, counts.duration_sum)
         yield reviews
         yield durations
