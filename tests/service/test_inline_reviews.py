@@ -4,7 +4,10 @@ connection rules kept."""
 
 import json
 import socket
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -95,6 +98,21 @@ def test_a_query_string_is_the_same_path(sock: socket.socket) -> None:
     """The API server calls `/validate-migrationpolicy?timeout=10s`."""
     (answer,) = exchange(sock, sized(with_uid("queried"), VALIDATE_PATH + "?timeout=10s"), 1)
     assert (answer.status, answer.uid) == (200, "queried")
+
+
+def test_inline_answers_have_the_asgi_way_s_headers_and_the_current_date(
+        sock: socket.socket) -> None:
+    """The Date and Server lines are written out once a second, when the listener renews
+    them: an answer after that carries the new date."""
+    body = with_uid("dated")
+    inline, asgi = exchange(sock, sized(body) + chunked(body), 2)
+    assert sorted(inline.headers) == sorted(asgi.headers)
+    assert inline.headers["server"] == asgi.headers["server"]
+    first = parsedate_to_datetime(inline.headers["date"])
+    assert abs((first - datetime.now(UTC)).total_seconds()) <= 2
+    time.sleep(2.1)
+    (later,) = exchange(sock, sized(with_uid("later")), 1)
+    assert parsedate_to_datetime(later.headers["date"]) > first
 
 
 def test_a_percent_encoded_path_is_the_same_path(sock: socket.socket) -> None:
