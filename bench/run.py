@@ -90,6 +90,10 @@ def busy_warning() -> str | None:
             "machine for figures to publish")
 
 
+API_SERVER_QUERY = "?timeout=10s"
+"""What the API server adds to a webhook's URL on every call: its timeout."""
+
+
 class Runner:
     """Puts the same load on the floor and on a service in turn, and keeps the figures."""
 
@@ -138,7 +142,7 @@ class Runner:
     def _measure(self, server: servers.Server, path: str, bodies: str, *, rate: int,
                  seconds: float, warmup: float) -> Result:
         connections = self.plan.open_connections if rate else self.plan.connections
-        load = loadgen.Load(url=server.url(path), bodies=self.bodies[bodies],
+        load = loadgen.Load(url=server.url(path + API_SERVER_QUERY), bodies=self.bodies[bodies],
                             ca_file=server.ca_file, connections=connections, seconds=seconds,
                             warmup=warmup, rate=float(rate))
         cpu = server.cpu_seconds()

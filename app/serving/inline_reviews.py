@@ -17,7 +17,6 @@ body, and the endpoint judges it in a worker thread).
 import asyncio
 from typing import Any, Protocol
 
-import httptools
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
@@ -72,8 +71,9 @@ class InlineReviewProtocol(LimitedHttpToolsProtocol):
             return None  # answers go out in the order of the requests
         if self.parser.get_method() != b"POST":
             return None
-        # the usual target is the path alone; one with a query or escapes is parsed
-        endpoint = self.inline.get(self.url) or self.inline.get(httptools.parse_url(self.url).path)
+        # the API server's target is the path and `?timeout=10s`; any other form of it (an
+        # absolute URL, escapes) takes the ASGI way, which answers the same
+        endpoint = self.inline.get(self.url.partition(b"?")[0])
         if endpoint is None or not endpoint.accepts_inline(self.headers):
             return None
         return endpoint
