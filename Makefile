@@ -6,10 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint fuzz bench clean
 
-$(STAMP): pyproject.toml
+# Exactly the locks: requirements-dev.lock is the dev tools and requirements.lock's runtime
+# versions, all with hashes (docs/install.md). Then the project alone: no dependency
+# resolution, and built by the locked setuptools (build isolation would fetch one unhashed).
+$(STAMP): pyproject.toml requirements.lock requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 ## run: serve HTTPS on :8443 with the bundled sample cluster state
