@@ -33,28 +33,40 @@ class Answer(NamedTuple):
     decision: Decision
     failed: bool
     """The handler raised: the decision is its errored answer."""
-
-    def encoded(self) -> bytes:
-        """The AdmissionReview to send back."""
-        return encode_review(self.api_version, self.uid, self.decision)
+    encoded: bytes
+    """The AdmissionReview to send back."""
 
 
 def answer_review(body: bytes, handler_for: HandlerFor) -> Answer:
     """Parse a review body and decide it.
 
     Raises ReviewError for a body that is not a review with a uid (HTTP 400), and
-    WouldBlock when a lookup must call the API (call again from a worker thread).
+    WouldBlock when a lookup must call the API (call again from a worker thread). Once the
+    uid is known, a bug (in the handler, or encoding its decision) is the handler's
+    errored answer, logged once with its traceback.
     """
     try:
         request = parse_review(body)
     except BadReview as error:
-        decision = handler_for(error.resource).malformed(str(error))
-        return Answer(error.api_version, error.uid, None, decision, False)
+        handler, problem = handler_for(error.resource), str(error)
+        return _answer(handler, error.api_version, error.uid, None,
+                       lambda: handler.malformed(problem))
     handler = handler_for(request.resource["resource"])
+    return _answer(handler, request.api_version, request.uid, request,
+                   lambda: handler(request))
+
+
+def _answer(handler: Handler, api_version: str, uid: str, request: AdmissionRequest | None,
+            decide: Callable[[], Decision]) -> Answer:
     try:
-        return Answer(request.api_version, request.uid, request, handler(request), False)
+        decision = decide()
+        return Answer(api_version, uid, request, decision, False,
+                      encode_review(api_version, uid, decision))
     except WouldBlock:
         raise
     except Exception:
-        log.exception("answering review %s of %s failed", request.uid, request.resource_name)
-        return Answer(request.api_version, request.uid, request, handler.errored(request), True)
+        what = request.resource_name if request is not None else "a malformed review"
+        log.exception("answering review %s of %s failed", uid, what)
+        decision = handler.errored(request)
+        return Answer(api_version, uid, request, decision, True,
+                      encode_review(api_version, uid, decision))

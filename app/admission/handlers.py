@@ -36,7 +36,7 @@ class Handler(Protocol):
 
     def __call__(self, request: AdmissionRequest) -> Decision: ...
 
-    def errored(self, request: AdmissionRequest) -> Decision: ...
+    def errored(self, request: AdmissionRequest | None) -> Decision: ...
 
     def malformed(self, problem: str) -> Decision: ...
 
@@ -92,7 +92,7 @@ class PolicyValidator:
         return invalid(findings=findings, group=policies.group, kind=policies.kind,
                        name=name if isinstance(name, str) else request.name)
 
-    def errored(self, request: AdmissionRequest) -> Decision:
+    def errored(self, request: AdmissionRequest | None) -> Decision:
         """Fail closed, as the webhook's failurePolicy does, but say so."""
         return denied(code=500, reason="InternalError",
                       message="migration-policy-webhook failed to validate this policy: "
@@ -161,7 +161,7 @@ class MigrationStamper:
         stale = self.state.staleness_warning()
         return patched(patch, audit=audit, warnings=(stale,) if stale else ())
 
-    def errored(self, request: AdmissionRequest) -> Decision:
+    def errored(self, request: AdmissionRequest | None) -> Decision:
         """Never block a migration, even on a bug."""
         return allowed(["no migration policy applied: an internal error in "
                                      "migration-policy-webhook, logged by it"])

@@ -48,7 +48,7 @@ def run_review(path: Path, settings: Settings) -> int:
     except orjson.JSONEncodeError as error:  # YAML can hold what JSON cannot
         print(f"{path}: cannot be sent as JSON: {error}", file=sys.stderr)
         return EXIT_USAGE
-    print(orjson.dumps(orjson.loads(answer.encoded()), option=orjson.OPT_INDENT_2).decode())
+    print(orjson.dumps(orjson.loads(answer.encoded), option=orjson.OPT_INDENT_2).decode())
     decision = answer.decision
     if "patch" in decision:
         patch = orjson.loads(base64.b64decode(decision["patch"]))

@@ -8,8 +8,6 @@ Holds no global state: `create_service` builds everything a `serve` needs.
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import orjson
@@ -18,8 +16,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.admission.handlers import MUTATE_PATH, VALIDATE_PATH, build_handlers
+from app.serving.asgi import Receive, Scope, Send
 from app.serving.metrics import Metrics
-from app.serving.review_endpoint import Receive, ReviewEndpoint, Scope, Send, json_error
+from app.serving.review_endpoint import ReviewEndpoint, json_error
 from app.serving.review_log import ReviewLog
 from app.settings import Settings
 from app.state import ClusterState
@@ -41,17 +40,39 @@ class Readiness:
 
 @dataclass
 class Service:
-    """What `serve` runs: the HTTPS app and the plain-HTTP probe and metrics apps."""
+    """What `serve` runs: the HTTPS app and the plain-HTTP probe and metrics apps, and the
+    background work they need (`start`, `stop`)."""
 
     app: "AdmissionDispatcher"
     health_app: FastAPI
     metrics_app: FastAPI
     metrics: Metrics
     readiness: Readiness = field(repr=False)
+    state: ClusterState = field(repr=False)
+    review_log: ReviewLog = field(repr=False)
+    tasks: list["asyncio.Task[None]"] = field(default_factory=list, repr=False)
+
+    async def start(self) -> None:
+        """Load the cluster state; start the review log's writer and the gc freeze."""
+        await self.state.start()
+        self.tasks = [asyncio.create_task(self.review_log.run(), name="review-log"),
+                      asyncio.create_task(_freeze_when_ready(self.state), name="gc-freeze")]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.state.stop()
 
     def begin_shutdown(self) -> None:
         """Readiness turns false at once, so endpoints drop this pod before it stops."""
         self.readiness.stopping = True
+
+    def count_refused(self, path: str, status: int) -> None:
+        """A request refused before its app (413, 503): counted for the webhook paths."""
+        if path in self.app.endpoints:
+            self.metrics.rejected_bodies.labels(path, str(status)).inc()
 
 
 class AdmissionDispatcher:
@@ -92,22 +113,7 @@ def create_service(settings: Settings, state: ClusterState) -> Service:
     review_log = ReviewLog(settings.logging_format)
     metrics.registry.register(state.collector())
     readiness = Readiness(state)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await state.start()
-        tasks = [asyncio.create_task(review_log.run(), name="review-log"),
-                 asyncio.create_task(_freeze_when_ready(state), name="gc-freeze")]
-        try:
-            yield
-        finally:
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await state.stop()
-
-    main = _probe_app(readiness, lifespan=lifespan)
+    main = _probe_app(readiness)
     _add_metrics(main, metrics)
     endpoints = {
         path: ReviewEndpoint(path, handler, metrics=metrics, review_log=review_log,
@@ -117,7 +123,8 @@ def create_service(settings: Settings, state: ClusterState) -> Service:
     metrics_app = _bare_app()
     _add_metrics(metrics_app, metrics)
     return Service(app=AdmissionDispatcher(endpoints, main), health_app=_probe_app(readiness),
-                   metrics_app=metrics_app, metrics=metrics, readiness=readiness)
+                   metrics_app=metrics_app, metrics=metrics, readiness=readiness, state=state,
+                   review_log=review_log)
 
 
 async def _freeze_when_ready(state: ClusterState) -> None:
@@ -129,14 +136,9 @@ async def _freeze_when_ready(state: ClusterState) -> None:
     gc.freeze()
 
 
-def create_app(settings: Settings, state: ClusterState) -> "AdmissionDispatcher":
-    """The HTTPS app alone (for tests and tools that need no separate ports)."""
-    return create_service(settings, state).app
-
-
-def _bare_app(**kwargs: object) -> FastAPI:
+def _bare_app() -> FastAPI:
     app = FastAPI(title="migration-policy-webhook", redirect_slashes=False, docs_url=None,
-                  redoc_url=None, openapi_url=None, **kwargs)  # type: ignore[arg-type]
+                  redoc_url=None, openapi_url=None)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
@@ -154,8 +156,8 @@ def _json_response(status: int, message: str) -> Response:
                     media_type="application/json")
 
 
-def _probe_app(readiness: Readiness, **kwargs: object) -> FastAPI:
-    app = _bare_app(**kwargs)
+def _probe_app(readiness: Readiness) -> FastAPI:
+    app = _bare_app()
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -8,8 +8,6 @@ Everything that can be made once is made in `__init__`: metric children, headers
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
 import orjson
 
@@ -17,16 +15,12 @@ from app.admission.answer import Answer, answer_review
 from app.admission.handlers import Handler, is_enforcement_warning
 from app.admission.review import Decision, ReviewError
 from app.policy.annotations import POLICY_ANNOTATION
+from app.serving.asgi import Receive, Scope, Send
 from app.serving.metrics import Metrics
 from app.serving.review_log import ReviewLog
 from app.state import WouldBlock
 
 log = logging.getLogger(__name__)
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 OFF_LOOP_BYTES = 64 * 1024
 """Bodies larger than this are parsed and judged in a worker thread, so that a large
@@ -70,7 +64,6 @@ class ReviewEndpoint:
         self._internal_errors = metrics.internal_errors.labels(path)
         self._disconnects = metrics.client_disconnects
         self._too_large = f"the body is larger than the limit of {max_body_bytes} bytes"
-        self._inline_limit = min(OFF_LOOP_BYTES, max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -95,33 +88,6 @@ class ReviewEndpoint:
                 answered = await asyncio.to_thread(self._review, body)
         await _send(send, *self._finish(answered, started))
 
-    def accepts_inline(self, headers: list[tuple[bytes, bytes]]) -> bool:
-        """Whether a POST with these headers can be answered by `answer_inline`: a JSON
-        body of a known length that may be judged on the event loop. Every other request
-        (chunked, large, refused with 413 or 415, 100-continue) takes the ASGI way."""
-        size = -1
-        for name, value in headers:
-            if name == b"content-length":
-                if not value.isdigit():
-                    return False
-                size = int(value)
-            elif name == b"content-type":
-                if not _accepted_type(value):
-                    return False
-            elif name == b"transfer-encoding" or name == b"expect":
-                return False
-        return 0 <= size <= self._inline_limit
-
-    def answer_inline(self, body: bytes) -> tuple[int, bytes] | None:
-        """The HTTP status and body answering `body` now, or None when answering it needs
-        the API (a lookup that would block): then it must take the ASGI way."""
-        started = time.perf_counter()
-        try:
-            answered = self._review(body)
-        except WouldBlock:
-            return None
-        return self._finish(answered, started)
-
     def client_gone(self) -> None:
         """The client hung up before its whole body arrived."""
         self._disconnects.inc()
@@ -138,7 +104,7 @@ class ReviewEndpoint:
         if answered.failed:
             self._internal_errors.inc()
         self._log_answer(answered, elapsed)
-        return 200, answered.encoded()
+        return 200, answered.encoded
 
     def _review(self, body: bytes) -> Answer | bytes:
         """The answer to a body, or the HTTP 400 error for a body that is not a review."""
@@ -164,13 +130,10 @@ class ReviewEndpoint:
         )
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        """The body, refusing more than the limit as it arrives, not after."""
-        limit = self.max_body_bytes
+        """The body, refusing more than the limit as it arrives (a chunked one), not after."""
+        limit = self.max_body_bytes  # a declared length over it is refused before (413)
         for name, value in scope["headers"]:
-            if name == b"content-length":
-                if value.isdigit() and int(value) > limit:
-                    raise BodyTooLarge
-            elif name == b"content-type" and not _accepted_type(value):
+            if name == b"content-type" and not _accepted_type(value):
                 raise UnsupportedMediaType
         message = await receive()
         if message["type"] == "http.disconnect":

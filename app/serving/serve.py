@@ -1,8 +1,12 @@
 """`serve`: the webhooks over HTTPS, the probes and metrics over plain HTTP, on uvloop.
 
-uvicorn provides the HTTP protocol (httptools) and the ASGI lifespan; the listeners, their
-limits (app/serving/connections.py) and the graceful stop are run here, because uvicorn's `Server`
-gives a TLS handshake no deadline of ours, binds one host only, and serves one app.
+Each port is a `Listener`: sockets served with asyncio's `loop.create_server` (which gives
+the TLS handshake its deadline), an `Edge` in front of uvicorn's HTTP protocol for what is
+per connection (app/serving/edge.py), and `RequestLimits` around the app for what is per
+request (app/serving/request_limits.py). Every listener has its own limits and counters,
+so nothing the webhook port carries can make the probes or metrics fail. uvicorn is used
+through `uvicorn.Config` and the protocol class it resolves, nothing else: its `Server`
+serves one app on one context of its own making, with no handshake deadline.
 
 On SIGTERM (or Ctrl+C): readiness turns false at once, the webhook port stops accepting,
 idle connections are closed, requests in flight are answered (with `connection: close`),
@@ -19,18 +23,18 @@ import signal
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.utils import formatdate
-from typing import Any, cast
+from typing import Any
 
 import uvicorn
 import uvloop
-from uvicorn.lifespan.on import LifespanOn
 from uvicorn.server import ServerState
 
 from app.serving.app import Service, create_service
-from app.serving.connections import BODY_BUDGET_BYTES, BodyBudget, LimitedHttpToolsProtocol, Limits
-from app.serving.inline_reviews import InlineEndpoint, InlineReviewProtocol
+from app.serving.asgi import ASGIApp
+from app.serving.edge import Edge, EdgeConnection, EdgeLimits
+from app.serving.request_limits import BODY_BUDGET_BYTES, RequestLimits
 from app.serving.tls import ReloadingTLS, ServingFiles, ensure_dev_certificates
 from app.settings import ALL_ADDRESSES, Settings
 from app.state import ClusterState
@@ -174,67 +178,70 @@ def _describe(sockets: list[socket.socket]) -> str:
 
 @dataclass
 class Listener:
-    """One port: its app, its bound sockets, and the connections uvicorn's protocol keeps."""
+    """One port: its app with its request limits, its bound sockets, its connections."""
 
     what: str
-    config: uvicorn.Config
+    app: ASGIApp
     sockets: list[socket.socket]
     tls: ssl.SSLContext | None = None
-    inline: dict[bytes, InlineEndpoint] = field(default_factory=dict)
-    """Paths answered in the protocol, without an ASGI cycle (app/serving/inline_reviews.py)."""
-    state: ServerState = field(default_factory=ServerState)
+    refused: Callable[[str, int], None] = field(default=lambda _path, _status: None)
+    """Told of each request refused before the app (path, status), for the metrics."""
     servers: list[asyncio.Server] = field(default_factory=list)
+    edge: Edge | None = None
+    protocol_class: type[asyncio.Protocol] = asyncio.Protocol
+    """uvicorn's HTTP protocol, as `uvicorn.Config` resolves it."""
 
-    async def start(self, limits: Limits, app_state: dict[str, Any],
-                    handshake_timeout: float) -> None:
+    async def start(self, settings: Settings) -> None:
         loop = asyncio.get_running_loop()
+        limited = RequestLimits(self.app, max_concurrent_requests=settings.max_concurrent_requests,
+                                max_body_bytes=settings.max_body_bytes,
+                                draining=lambda: edge.draining, refused=self.refused)
+        config = _config(limited, settings)
+        self.protocol_class = config.http_protocol_class
+        server_state = ServerState()
 
-        def protocol() -> LimitedHttpToolsProtocol:
-            if self.inline:
-                return InlineReviewProtocol(self.config, self.state, app_state, limits,
-                                            self.inline)
-            return LimitedHttpToolsProtocol(self.config, self.state, app_state, limits)
+        def app_protocol(app_state: dict[str, Any]) -> asyncio.Protocol:
+            protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=server_state, app_state=app_state)
+            return protocol
 
+        edge = self.edge = Edge(EdgeLimits(settings.request_read_timeout,
+                                           settings.keep_alive_timeout,
+                                           settings.max_connections), app_protocol)
         tls_options: dict[str, Any] = {}
         if self.tls is not None:
-            tls_options = {"ssl": self.tls, "ssl_handshake_timeout": handshake_timeout,
+            tls_options = {"ssl": self.tls,
+                           "ssl_handshake_timeout": settings.request_read_timeout,
                            "ssl_shutdown_timeout": TLS_SHUTDOWN_TIMEOUT}
         for sock in self.sockets:
-            self.servers.append(await loop.create_server(protocol, sock=sock, backlog=BACKLOG,
-                                                         **tls_options))
+            self.servers.append(await loop.create_server(edge.connection, sock=sock,
+                                                         backlog=BACKLOG, **tls_options))
         scheme = "HTTPS" if self.tls is not None else "HTTP"
         log.info("serving %s over %s on %s", self.what, scheme, _describe(self.sockets))
 
     def stop_accepting(self) -> None:
         for server in self.servers:
             server.close()
-        for connection in list(self.state.connections):
-            connection.shutdown()  # idle ones close now, busy ones after their answer
+        if self.edge is not None:
+            self.edge.drain()  # idle connections close now, busy ones after their answer
 
     def busy(self) -> bool:
-        return bool(self.state.connections or self.state.tasks)
+        return self.edge is not None and bool(self.edge.connections)
 
     def close_all(self) -> None:
-        """Cut what is left: at the end of the grace period, or of a probe port."""
-        for task in self.state.tasks:
-            task.cancel()
-        for connection in list(self.state.connections):
-            connection.transport.abort()
+        if self.edge is not None:
+            self.edge.close_all()
 
-    def tick(self) -> None:
-        """Once a second: the Date header, as uvicorn's server does; the connections'
-        read deadline and keep-alive timeout."""
-        date = formatdate(usegmt=True).encode()
-        self.state.default_headers = [(b"date", date), *self.config.encoded_headers]
-        now = asyncio.get_running_loop().time()
-        for connection in list(self.state.connections):
-            cast(LimitedHttpToolsProtocol, connection).check_deadlines(now)
+    def sweep(self) -> None:
+        if self.edge is not None:
+            self.edge.sweep()
 
 
-def _config(app: Any, settings: Settings, *, lifespan: bool) -> uvicorn.Config:
-    """uvicorn's settings for one app: httptools, our logging, no proxy headers trusted."""
+def _config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
+    """uvicorn's settings for one app: httptools, our logging, no proxy headers trusted,
+    no lifespan (the service starts and stops its own background work)."""
     config = uvicorn.Config(
-        app, http="httptools", loop="none", ws="none", lifespan="on" if lifespan else "off",
+        app, http="httptools", loop="none", ws="none", lifespan="off",
         log_config=None, log_level=None, access_log=False, proxy_headers=False,
         timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]
     )
@@ -245,13 +252,10 @@ def _config(app: Any, settings: Settings, *, lifespan: bool) -> uvicorn.Config:
 def _listeners(settings: Settings, service: Service, tls: ReloadingTLS) -> list[Listener]:
     """Every port `settings` asks for, bound now so that a taken port fails before start."""
     port = settings.port
-    listeners = [Listener("the webhooks, /healthz, /readyz and /metrics",
-                          _config(service.app, settings, lifespan=True),
+    listeners = [Listener("the webhooks, /healthz, /readyz and /metrics", service.app,
                           bind_sockets(Address(settings.host, port, f"--port {port}", "--port",
                                                f"--host {settings.host} --port {port}")),
-                          tls.context,
-                          {path.encode(): endpoint
-                           for path, endpoint in service.app.endpoints.items()})]
+                          tls.context, refused=service.count_refused)]
     plain = (("/healthz and /readyz", "--health-probe-bind-address",
               settings.health_probe_bind_address, settings.health_probe_address,
               service.health_app),
@@ -266,8 +270,7 @@ def _listeners(settings: Settings, service: Service, tls: ReloadingTLS) -> list[
                                      f"already: give {flag} a port of its own")
                 taken[address[1]] = f"{flag} {given}"
                 sockets = bind_sockets(Address(*address, f"{flag} {given}", flag))
-                listeners.append(Listener(what, _config(app, settings, lifespan=False),
-                                          sockets))
+                listeners.append(Listener(what, app, sockets))
     except ValueError:
         for listener in listeners:
             for sock in listener.sockets:
@@ -276,35 +279,23 @@ def _listeners(settings: Settings, service: Service, tls: ReloadingTLS) -> list[
     return listeners
 
 
-def _limits(settings: Settings) -> Limits:
-    return Limits(
-        request_read_timeout=settings.request_read_timeout,
-        max_connections=settings.max_connections,
-        max_concurrent_requests=settings.max_concurrent_requests,
-        max_body_bytes=settings.max_body_bytes,
-        body_budget=BodyBudget(max(BODY_BUDGET_BYTES, settings.max_body_bytes)),
-    )
-
-
-def _log_runtime(settings: Settings, limits: Limits) -> None:
+def _log_runtime(settings: Settings, protocol: type[asyncio.Protocol]) -> None:
     loop = type(asyncio.get_running_loop())
-    base = next(cls for cls in InlineReviewProtocol.__mro__
-                if cls.__module__.startswith("uvicorn."))
-    log.info("event loop %s.%s, HTTP protocol %s.%s on %s.%s (httptools)",
-             loop.__module__, loop.__qualname__, InlineReviewProtocol.__module__,
-             InlineReviewProtocol.__qualname__, base.__module__, base.__qualname__)
-    log.info("connections: request read timeout %s s, keep-alive timeout %s s, at most %d "
-             "connections and %d requests at once, %d bytes of request bodies at once, "
+    log.info("event loop %s.%s, HTTP protocol %s.%s (uvicorn %s) behind %s.%s",
+             loop.__module__, loop.__qualname__, protocol.__module__, protocol.__qualname__,
+             uvicorn.__version__, EdgeConnection.__module__, EdgeConnection.__qualname__)
+    log.info("every listener: request read timeout %s s, keep-alive timeout %s s, at most %d "
+             "connections and %d requests at once, %d bytes of request bodies at once; "
              "shutdown grace period %s s", settings.request_read_timeout,
              settings.keep_alive_timeout, settings.max_connections,
-             settings.max_concurrent_requests, limits.body_budget.limit,
-             settings.shutdown_grace_period)
+             settings.max_concurrent_requests,
+             max(BODY_BUDGET_BYTES, settings.max_body_bytes), settings.shutdown_grace_period)
 
 
 async def _every_second(listeners: list[Listener]) -> None:
     while True:
         for listener in listeners:
-            listener.tick()
+            listener.sweep()
         await asyncio.sleep(1)
 
 
@@ -343,11 +334,11 @@ async def _drain(listener: Listener, deadline: float, now: asyncio.Event) -> Non
             break
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(now.wait(), min(remaining, 0.05))
-    if listener.busy():
+    if listener.busy() and listener.edge is not None:
         when = "on the second signal" if now.is_set() else (
             "at the end of the shutdown grace period")
-        log.warning("%d connections and %d requests still open %s: closed",
-                    len(listener.state.connections), len(listener.state.tasks), when)
+        log.warning("%d connections still open %s: closed", len(listener.edge.connections),
+                    when)
         listener.close_all()
 
 
@@ -357,7 +348,6 @@ async def serve(settings: Settings, state: ClusterState) -> None:
     service = create_service(settings, state)
     listeners = _listeners(settings, service, tls)
     webhooks, others = listeners[0], listeners[1:]
-    limits = _limits(settings)
 
     def record_expiry() -> None:
         service.metrics.certificate_expiry.set(tls.not_after.timestamp())
@@ -366,25 +356,23 @@ async def serve(settings: Settings, state: ClusterState) -> None:
     background = [asyncio.create_task(tls.watch(on_reload=record_expiry), name="tls-reload"),
                   asyncio.create_task(_every_second(listeners), name="every-second")]
     signals = _Signals()
-    lifespan = LifespanOn(webhooks.config)
+    started = False
     try:
-        await lifespan.startup()
-        if lifespan.should_exit:
-            raise SystemExit(STARTUP_FAILURE)
-        _log_runtime(settings, limits)
+        try:
+            await service.start()
+            started = True
+        except Exception:
+            log.exception("starting the service failed")
+            raise SystemExit(STARTUP_FAILURE) from None
         for listener in listeners:
-            await listener.start(limits, lifespan.state if listener is webhooks else {},
-                                 settings.request_read_timeout)
+            await listener.start(settings)
+        _log_runtime(settings, webhooks.protocol_class)
         await signals.stop.wait()
         deadline = time.monotonic() + settings.shutdown_grace_period
         service.begin_shutdown()
-        log.info("%s: not ready any more, no new connections; answering %d requests in "
-                 "flight within %s s", signals.received, len(webhooks.state.tasks),
-                 settings.shutdown_grace_period)
+        log.info("%s: not ready any more, no new connections; answering the requests in "
+                 "flight within %s s", signals.received, settings.shutdown_grace_period)
         await _drain(webhooks, deadline, signals.now)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(deadline - time.monotonic(), 1.0)):
-                await lifespan.shutdown()
         for listener in others:
             listener.stop_accepting()
             listener.close_all()
@@ -394,6 +382,10 @@ async def serve(settings: Settings, state: ClusterState) -> None:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        if started:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await service.stop()
         for listener in listeners:
             for sock in listener.sockets:
                 sock.close()
@@ -402,4 +394,3 @@ async def serve(settings: Settings, state: ClusterState) -> None:
 def run_service(settings: Settings, state: ClusterState) -> None:
     """`serve` on uvloop until stopped: what the command line runs."""
     uvloop.run(serve(settings, state))
-
