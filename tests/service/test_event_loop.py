@@ -19,8 +19,8 @@ def test_the_running_loop_is_uvloop(service: RunningService) -> None:
 
 def test_connections_are_served_by_the_httptools_protocol(service: RunningService) -> None:
     line = runtime_line(service)
-    assert ("HTTP protocol app.serving.inline_reviews.InlineReviewProtocol on "
-            "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol (httptools)") in line
+    assert ("HTTP protocol uvicorn.protocols.http.httptools_impl.HttpToolsProtocol "
+            "(uvicorn 0.55.0) behind app.serving.edge.EdgeConnection") in line
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps")

@@ -56,7 +56,7 @@ def test_a_bug_in_a_handler_is_its_errored_answer_and_logged_once(caplog) -> Non
     body = (SAMPLE_REVIEWS / "policy-valid-example.json").read_bytes()
     answer = answer_review(body, lambda _plural: Broken())
     assert answer.failed is True
-    sent = json.loads(answer.encoded())
+    sent = json.loads(answer.encoded)
     assert sent["response"]["uid"] == answer.uid == json.loads(body)["request"]["uid"]
     assert sent["response"]["status"]["reason"] == "InternalError"
     assert [record.exc_info[1].args for record in caplog.records if record.exc_info] == [
