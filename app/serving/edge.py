@@ -329,8 +329,9 @@ class EdgeConnection(asyncio.Protocol):
             self.close()
 
     def close_when_idle(self) -> None:
-        """At shutdown: close now if nothing is in progress, else once it is answered."""
-        if self.with_app == 0 and self.reading_since is None and not self.held:
+        """At shutdown: close now unless a request is with the app (its headers in);
+        else once it is answered."""
+        if self.with_app == 0:
             self.close()
         else:
             self.close_when_done = True

@@ -117,13 +117,6 @@ class RequestLimits:
             return
         state = scope.get("state")
         connection: EdgeConnection | None = state.get(CONNECTION) if state else None
-        try:
-            await self._limited(scope, receive, send)
-        finally:
-            if connection is not None:
-                connection.request_finished()
-
-    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         size = self._body_size(scope["headers"])
         refusal = None
         if size > self.max_body_bytes:
@@ -133,13 +126,14 @@ class RequestLimits:
         elif not self.budget.reserve(size):
             refusal = self.bodies_too_large
         if refusal is not None:
-            if refusal.status == 503:
-                log.warning("answered 503 to %s: %s", _peer(scope), refusal.message)
-            self.refused(scope["path"], refusal.status)
-            await self._answer(send, refusal)
+            try:
+                await self._refuse(scope, send, refusal)
+            finally:
+                if connection is not None:
+                    connection.request_finished()
             return
         self.in_progress += 1
-        answer = _Answer(send, self.date.now(), self.draining())
+        answer = _Answer(send, self.date.now(), self.draining)
         try:
             await self.app(scope, receive, answer.send)
         except Exception:
@@ -149,6 +143,14 @@ class RequestLimits:
         finally:
             self.in_progress -= 1
             self.budget.release(size)
+            if connection is not None:
+                connection.request_finished()
+
+    async def _refuse(self, scope: Scope, send: Send, refusal: Refusal) -> None:
+        if refusal.status == 503:
+            log.warning("answered 503 to %s: %s", _peer(scope), refusal.message)
+        self.refused(scope["path"], refusal.status)
+        await self._answer(send, refusal)
 
     async def _answer(self, send: Send, refusal: Refusal) -> None:
         await send({"type": "http.response.start", "status": refusal.status,
@@ -168,21 +170,22 @@ class RequestLimits:
 
 
 class _Answer:
-    """The app's `send`, with the date (and `connection: close` when draining) added."""
+    """The app's `send`, with the date (and `connection: close` once the listener is
+    draining) added."""
 
-    __slots__ = ("_close", "_date", "_send", "started")
+    __slots__ = ("_date", "_draining", "_send", "started")
 
-    def __init__(self, send: Send, date: bytes, close: bool) -> None:
+    def __init__(self, send: Send, date: bytes, draining: Callable[[], bool]) -> None:
         self._send = send
         self._date = date
-        self._close = close
+        self._draining = draining
         self.started = False
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.started = True
             headers = [(b"date", self._date), *message.get("headers", ())]
-            if self._close:
+            if self._draining():
                 headers.append(CLOSE)
             message = {**message, "headers": headers}
         await self._send(message)

@@ -373,6 +373,8 @@ async def serve(settings: Settings, state: ClusterState) -> None:
         log.info("%s: not ready any more, no new connections; answering the requests in "
                  "flight within %s s", signals.received, settings.shutdown_grace_period)
         await _drain(webhooks, deadline, signals.now)
+        started = False
+        await _stop(service, max(deadline - time.monotonic(), 1.0))
         for listener in others:
             listener.stop_accepting()
             listener.close_all()
@@ -382,13 +384,18 @@ async def serve(settings: Settings, state: ClusterState) -> None:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        if started:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await service.stop()
+        if started:  # a failure while serving: the background work stops all the same
+            await _stop(service, 1.0)
         for listener in listeners:
             for sock in listener.sockets:
                 sock.close()
+
+
+async def _stop(service: Service, seconds: float) -> None:
+    """The service's own shutdown (the cluster state), within `seconds`."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await service.stop()
 
 
 def run_service(settings: Settings, state: ClusterState) -> None:

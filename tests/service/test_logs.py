@@ -128,7 +128,7 @@ def test_serve_logs_json_lines_from_start_to_stop(tmp_path: Path) -> None:
         assert {"ts", "level", "logger", "msg"} <= record.keys(), record
     loggers = {record["logger"] for record in records}
     assert "app.serving.tls" in loggers  # the serving certificate, named at start
-    assert any(logger.startswith("uvicorn") for logger in loggers)
+    assert "app.serving.serve" in loggers  # the listeners and the runtime, named at start
 
 
 def test_serve_log_level_warning_hides_the_startup_lines(tmp_path: Path) -> None:
