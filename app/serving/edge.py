@@ -189,9 +189,6 @@ class EdgeConnection(asyncio.Protocol):
         if self.held:
             self.held += data
             return
-        if self.reading_since is None:
-            self.reading_since = self.edge.clock()
-            self.idle_since = None
         self._receive(data)
 
     # feeding the parser and the app
@@ -216,6 +213,12 @@ class EdgeConnection(asyncio.Protocol):
             start = cut
 
     def _feed(self, data: bytes) -> None:
+        """Parse `data` and hand it to the app. Its first byte starts the read deadline
+        (held bytes start it only when they are parsed: until then the app has the
+        connection's requests, and no deadline runs)."""
+        if self.reading_since is None:
+            self.reading_since = self.edge.clock()
+            self.idle_since = None
         began_before = self.in_headers
         try:
             self.parser.feed_data(data)
@@ -246,8 +249,6 @@ class EdgeConnection(asyncio.Protocol):
         if not self.held or self.with_app >= MAX_PIPELINED or self.is_closing():
             return
         held, self.held = self.held, b""
-        if self.reading_since is None:
-            self.reading_since = self.edge.clock()
         self._receive(held)
         if not self.held:
             self._resume_reading()
@@ -292,6 +293,8 @@ class EdgeConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.reading_since = None
+        if not self.with_app:  # its answer went before its body ended: nothing left to do
+            self._settle()
 
     # told by the request middleware
 
@@ -300,13 +303,17 @@ class EdgeConnection(asyncio.Protocol):
         self.with_app -= 1
         if self.with_app or self.is_closing():
             return
-        if self.reading_since is None and not self.held:
-            if self.close_when_done or self.upgraded or self.edge.draining:
-                self.close()
-                return
-            self.idle_since = self.edge.clock()
         if self.held:
             asyncio.get_running_loop().call_soon(self._release_held)
+        elif self.reading_since is None:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Nothing in progress: the connection is idle, or closes if it is to."""
+        if self.close_when_done or self.upgraded or self.edge.draining:
+            self.close()
+        else:
+            self.idle_since = self.edge.clock()
 
     # deadlines and closing
 

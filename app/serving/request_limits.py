@@ -103,8 +103,8 @@ class RequestLimits:
             503, f"more than {max_concurrent_requests} requests in progress "
             "(--max-concurrent-requests): retry later", retry)
         self.bodies_too_large = Refusal.of(
-            503, f"request bodies being received hold {self.budget.limit} bytes already: "
-            "retry later", retry)
+            503, "request bodies being received would take more than the "
+            f"{self.budget.limit} bytes they may hold at once: retry later", retry)
         self.body_too_large = Refusal.of(
             413, f"the body is larger than the limit of {max_body_bytes} bytes")
         self.failed = Refusal.of(

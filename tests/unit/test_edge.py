@@ -841,7 +841,7 @@ def test_bodies_beyond_the_memory_budget_are_503():
         await settle()
         response = over.response()
         assert response.status == 503
-        assert response.error.startswith("request bodies being received hold ")
+        assert response.error.startswith("request bodies being received would take more than the ")
         assert response.headers["retry-after"] == "1"
         assert over.closed
 
