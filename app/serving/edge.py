@@ -115,6 +115,7 @@ class EdgeConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.app: asyncio.Protocol | None = None
         """uvicorn's protocol; None for a connection beyond the cap."""
+        self.app_transport: AppTransport | None = None
         self.parser = httptools.HttpRequestParser(self)
         # the same leniency as uvicorn's parser, so that both see the same requests
         self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
@@ -160,7 +161,8 @@ class EdgeConnection(asyncio.Protocol):
         if self.beyond_cap:
             return
         self.app = edge.app_protocol({CONNECTION: self})
-        self.app.connection_made(AppTransport(transport, self))
+        self.app_transport = AppTransport(transport, self)
+        self.app.connection_made(self.app_transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.edge.connections.discard(self)
@@ -402,6 +404,8 @@ class EdgeConnection(asyncio.Protocol):
         if self.with_app:
             self.abort()
             return
+        if self.app_transport is not None:
+            self.app_transport.flush()  # an answer of the app's still to be written goes first
         if self.transport is not None:
             self.transport.write(refusal(status, message))
         self.close()
@@ -419,12 +423,27 @@ def refusal(status: HTTPStatus, message: str) -> bytes:
 
 class AppTransport(asyncio.Transport):
     """The transport the app's protocol is given: the connection's own, with reading
-    paused while either the app or the edge wants it paused, and closes seen."""
+    paused while either the app or the edge wants it paused, closes seen, and writes
+    coalesced: what the app writes in one turn of the event loop (uvicorn writes an
+    answer's head and body apart) goes out in one write, one TLS record."""
 
     def __init__(self, transport: asyncio.Transport, connection: EdgeConnection) -> None:
         super().__init__()
         self._transport = transport
         self._connection = connection
+        self._pending: list[bytes | bytearray | memoryview] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        """Write what the app has written since the last flush."""
+        if self._pending:
+            pending, self._pending = self._pending, []
+            if not self._transport.is_closing():
+                self._transport.write(b"".join(pending))
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self._transport.get_extra_info(name, default)
@@ -433,10 +452,12 @@ class AppTransport(asyncio.Transport):
         return self._transport.is_closing()
 
     def close(self) -> None:
+        self.flush()
         self._connection.app_closed()
         self._transport.close()
 
     def abort(self) -> None:
+        self._pending = []
         self._transport.abort()
 
     def is_reading(self) -> bool:
@@ -448,11 +469,8 @@ class AppTransport(asyncio.Transport):
     def resume_reading(self) -> None:
         self._connection.app_resume_reading()
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._transport.write(data)
-
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size()
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         self._transport.set_write_buffer_limits(high, low)
