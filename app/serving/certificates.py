@@ -105,22 +105,27 @@ def make_serving_certificate(
 
 
 def make_client_certificate(
-    ca: KeyPair, common_name: str, *, days: int, key_type: KeyType
+    ca: KeyPair, common_name: str, *, days: int, key_type: KeyType,
+    organizations: Sequence[str] = (),
 ) -> KeyPair:
-    """A TLS client certificate (as the API server presents with `--client-ca-file`)."""
+    """A TLS client certificate (as the API server presents with `--client-ca-file`).
+    Kubernetes reads the common name as the user and each organization as a group."""
     return _leaf(ca, common_name, [], ExtendedKeyUsageOID.CLIENT_AUTH, days=days,
-                 key_type=key_type)
+                 key_type=key_type, organizations=organizations)
 
 
 def _leaf(
     ca: KeyPair, common_name: str, alt_names: list[x509.GeneralName],
     usage: x509.ObjectIdentifier, *, days: int, key_type: KeyType,
+    organizations: Sequence[str] = (),
 ) -> KeyPair:
     key = new_key(key_type)
     not_before, not_after = _validity(days, ca.certificate.not_valid_after_utc)
+    subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, name) for name in organizations]
+    subject.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .subject_name(x509.Name(subject))
         .issuer_name(ca.certificate.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())

@@ -1,0 +1,1 @@
+"""The webhook against a real kube-apiserver and etcd (issue 19)."""
