@@ -19,14 +19,15 @@ SERVICE_ACCOUNT = "migration-policy-webhook"
 
 
 @pytest.fixture(scope="session")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     running = start_control_plane(tmp_path_factory.mktemp("control-plane"))
     yield running
     running.stop()
 
 
 @pytest.fixture(scope="session")
-def installed(plane: ControlPlane) -> ControlPlane:
+def installed(control_plane: ControlPlane) -> ControlPlane:
+    plane = control_plane
     plane.kubectl("apply", "-f", str(REPO / "manifests" / "crd.yaml"),
                   "-f", str(HERE / "kubevirt-crds.yaml"))
     plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")

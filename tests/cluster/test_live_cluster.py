@@ -36,7 +36,8 @@ def cluster(webhook: RunningService, installed: ControlPlane) -> Iterator[Contro
     installed.kubectl("delete", "virtualmachineinstancemigrations", "--all",
                       "--all-namespaces", "--wait=false")
     installed.kubectl("delete", "migrationpolicies", "--all")
-    installed.kubectl("apply", "-f", str(SAMPLE_CLUSTER / "namespaces.yaml"),
+    # labels set by a test are undone (`apply` would keep the ones it did not set)
+    installed.kubectl("replace", "-f", str(SAMPLE_CLUSTER / "namespaces.yaml"),
                       "-f", str(SAMPLE_CLUSTER / "vmis.yaml"))
 
 
@@ -83,6 +84,8 @@ def service_down(webhook: RunningService, installed: ControlPlane,
     registered = installed.kubectl("get", "validatingwebhookconfiguration,"
                                    "mutatingwebhookconfiguration", "-o", "yaml").stdout
     documents = yaml.safe_load(registered)
+    for item in documents["items"]:
+        item["metadata"] = {"name": item["metadata"]["name"]}
     dead = free_port()
     for item in documents["items"]:
         for hook in item["webhooks"]:

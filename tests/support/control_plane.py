@@ -10,6 +10,7 @@ ValidatingAdmissionWebhook among them).
 """
 
 import os
+import ssl
 import subprocess
 import time
 from collections.abc import Sequence
@@ -66,18 +67,18 @@ class ControlPlane:
 
     def client(self) -> httpx.Client:
         """An httpx client authenticated as the admin."""
-        return httpx.Client(base_url=self.url, verify=str(self.ca_file), timeout=10,
-                            cert=(str(self.directory / "admin.crt"),
-                                  str(self.directory / "admin.key")))
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(self.directory / "admin.crt", self.directory / "admin.key")
+        return httpx.Client(base_url=self.url, verify=context, timeout=10)
 
     def kubectl(self, *args: str, kubeconfig: Path | None = None, stdin: str | None = None,
                 check: bool = True, env_path: str | None = None,
                 ) -> subprocess.CompletedProcess[str]:
         """kubectl of the same release, as the admin unless another kubeconfig is given;
         `env_path` goes first on PATH (where kubectl finds its plugins)."""
-        command = [str(self.bin["kubectl"]), "--kubeconfig", str(kubeconfig or self.kubeconfig),
-                   *args]
-        env = {**os.environ, "KUBECTL_KUBERC": "false"}
+        command = [str(self.bin["kubectl"]), *args]  # a plugin's name must come first
+        env = {**os.environ, "KUBECTL_KUBERC": "false",
+               "KUBECONFIG": str(kubeconfig or self.kubeconfig)}
         if env_path is not None:
             env["PATH"] = f"{env_path}{os.pathsep}{env['PATH']}"
         done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60,
@@ -191,6 +192,8 @@ def start_control_plane(directory: Path) -> ControlPlane:
         "--service-account-signing-key-file", str(directory / "sa.key"),
         "--service-cluster-ip-range", "10.0.0.0/24",
         "--authorization-mode", "Node,RBAC", "--allow-privileged=true",
+        # no Service endpoints for `kubernetes` on loopback (as envtest runs it)
+        "--endpoint-reconciler-type", "none",
         "--v", "1"]
     (directory / "admin.kubeconfig").write_text(kubeconfig_text(
         plane.url, plane.ca_file, {"client-certificate": str(directory / "admin.crt"),
