@@ -21,10 +21,16 @@ run: $(STAMP)
 	$(BIN)/migration-policy-webhook serve
 
 ## test: the static checks (ruff, the layers contract, mypy strict), then the whole test suite
-test: lint
+test: lint kube-binaries
+	$(BIN)/python -m pytest -q
+
+## test-fast: the static checks, then every tier but tests/cluster (no API server to build
+## or start), while working
+.PHONY: test-fast
+test-fast: lint
 	$(BIN)/python -m pytest -q --ignore=tests/cluster
 
-## test-cluster: the real-API-server tier alone (tests/cluster, issue 19; not yet in `test`)
+## test-cluster: tests/cluster alone, against a real kube-apiserver and etcd
 .PHONY: test-cluster
 test-cluster: kube-binaries
 	$(BIN)/python -m pytest -q tests/cluster

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -139,3 +140,29 @@ def test_the_base_applies_as_a_whole_on_a_server_dry_run(webhook: RunningService
     done = installed.kubectl("apply", "--dry-run=server", "-k", str(REPO / "manifests"))
     assert "deployment.apps/migration-policy-webhook created (server dry run)" in done.stdout \
         or "deployment.apps/migration-policy-webhook configured (server dry run)" in done.stdout
+
+
+def etcd_revision(plane: ControlPlane) -> int:
+    """etcd's current revision, through its JSON gateway."""
+    answer = httpx.post(f"{plane.etcd_url}/v3/kv/range", json={"key": "AA=="}, timeout=10)
+    answer.raise_for_status()
+    return int(answer.json()["header"]["revision"])
+
+
+def test_after_compaction_and_an_api_server_restart_decisions_are_right_again(
+        cluster: ControlPlane, webhook: RunningService) -> None:
+    """etcd compacted past every watch's resourceVersion, then the API server restarted:
+    the service's watches resume to a 410, list again, and a change made after the
+    restart shows in the next stamp."""
+    cluster.kubectl("label", "vmi", "web-vmi", "-n", "prod", "touched=yes")
+    answer = httpx.post(f"{cluster.etcd_url}/v3/kv/compaction",
+                        json={"revision": str(etcd_revision(cluster)), "physical": True},
+                        timeout=30)
+    answer.raise_for_status()
+    cluster.stop_apiserver()
+    cluster.start_apiserver()
+    cluster.kubectl("label", "vmi", "db-vmi", "-n", "hpc", "tier=gold", "--overwrite")
+    eventually(lambda: policy_of(cluster, "hpc", "db-vmi") == "gold-tier-db-policy",
+               "a relabel after the restart reaches the stamp")
+    assert policy_of(cluster, "prod", "web-vmi") == "web-app-policy"
+    assert "cannot resume the watch" in webhook.log()  # the 410, and a list again
