@@ -38,20 +38,21 @@ def _go() -> Path:
     return go
 
 
-def build() -> Path:
-    """The load generator's binary, built again when its source is newer."""
-    if BINARY.exists() and BINARY.stat().st_mtime >= SOURCE.stat().st_mtime:
-        return BINARY
+def build(source: Path = SOURCE, binary: Path = BINARY) -> Path:
+    """A Go program's binary (the load generator's by default), built again when its
+    source is newer."""
+    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
+        return binary
     go = _go()
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "GOCACHE": str(BUILD_DIR / "go-cache"),
            "GOPATH": str(BUILD_DIR / "go-path"), "GOTOOLCHAIN": "local", "GOPROXY": "off",
            "GOFLAGS": "", "CGO_ENABLED": "0"}
-    print(f"building the load generator with {go} (go build {SOURCE.relative_to(REPO)})",
+    print(f"building {binary.name} with {go} (go build {source.relative_to(REPO)})",
           flush=True)
-    subprocess.run([str(go), "build", "-o", str(BINARY), str(SOURCE)], cwd=SOURCE.parent,
+    subprocess.run([str(go), "build", "-o", str(binary), str(source)], cwd=source.parent,
                    env=env, check=True)
-    return BINARY
+    return binary
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.control_plane import ControlPlane
+from tests.support.live_cluster import scrape, value
 from tests.support.service import REPO, SAMPLE_CLUSTER, SAMPLES, RunningService
 
 README = (REPO / "README.md").read_text()
@@ -137,3 +138,36 @@ def test_a_migration_of_a_missing_vmi_is_created_with_the_warning(
     assert annotations == {}
     assert ("Warning: no migration policy applied: VMI 'no-such-vmi' not found in namespace "
             "'default'") in warnings
+
+
+def test_type_mistakes_are_refused_by_the_crd_schema_in_the_api_server_s_words(
+        plane: ControlPlane) -> None:
+    done = apply_policy(plane, "three-mistakes")
+    assert done.returncode == 1
+    assert 'The MigrationPolicy "three-mistakes" is invalid' in done.stderr
+    assert "spec.completionTimeoutPerGiB: Invalid value: \"string\"" in done.stderr
+
+
+def test_a_migration_already_stamped_gets_no_patch(sample_cluster: ControlPlane,
+                                                   webhook: RunningService) -> None:
+    """Created with the annotations its policy gives: the webhook allows it as it is."""
+    annotations, _ = stamped(sample_cluster, "hpc", "db-vmi")
+    document = json.loads(migration("hpc", "db-vmi"))
+    document["metadata"]["annotations"] = {PREFIX + key: value
+                                           for key, value in annotations.items()}
+    with webhook.client() as client:
+        before = scrape(client)
+        done = sample_cluster.kubectl("create", "-f", "-", "-o", "json",
+                                      stdin=json.dumps(document))
+        after = scrape(client)
+    stored = json.loads(done.stdout)["metadata"]["annotations"]
+    assert stored == document["metadata"]["annotations"]
+    webhook_path = "/mutate-virtualmachineinstancemigration"
+    assert reviews(after, webhook_path, "allowed") == reviews(before, webhook_path,
+                                                              "allowed") + 1
+    assert reviews(after, webhook_path, "patched") == reviews(before, webhook_path, "patched")
+
+
+def reviews(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], webhook: str,
+            outcome: str) -> float:
+    return value(samples, "reviews_total", webhook=webhook, outcome=outcome) or 0.0

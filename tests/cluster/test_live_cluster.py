@@ -166,3 +166,45 @@ def test_after_compaction_and_an_api_server_restart_decisions_are_right_again(
                "a relabel after the restart reaches the stamp")
     assert policy_of(cluster, "prod", "web-vmi") == "web-app-policy"
     assert "cannot resume the watch" in webhook.log()  # the 410, and a list again
+
+
+def gated_policy(max_downtime_ms: int, bandwidth: str = "64Mi") -> str:
+    return json.dumps({
+        "apiVersion": "migrations.kubevirt.io/v1alpha1", "kind": "MigrationPolicy",
+        "metadata": {"name": "gated-policy"},
+        "spec": {"maxDowntimeMs": max_downtime_ms, "bandwidthPerMigration": bandwidth,
+                 "selectors": {"virtualMachineInstanceSelector": {"app": "gated"}}}})
+
+
+def test_a_gated_field_unchanged_on_update_is_allowed_and_changed_is_refused(
+        cluster: ControlPlane) -> None:
+    """A policy stored with maxDowntimeMs while the validating webhook was not registered
+    (as before the webhook was installed): with its gate off, an UPDATE that keeps the
+    field is allowed, one that changes it is refused."""
+    configuration = json.loads(cluster.kubectl(
+        "get", "validatingwebhookconfiguration", "migration-policy-webhook", "-o",
+        "json").stdout)
+    configuration["metadata"] = {"name": configuration["metadata"]["name"]}
+    cluster.kubectl("delete", "validatingwebhookconfiguration", "migration-policy-webhook")
+    eventually(lambda: cluster.kubectl("apply", "-f", "-", stdin=gated_policy(300),
+                                       check=False).returncode == 0,
+               "the policy is stored without the validating webhook")
+    cluster.kubectl("create", "-f", "-", stdin=json.dumps(configuration))
+    attempt = iter(range(301, 400))
+    refused: list[str] = []
+
+    def change_is_refused() -> bool:
+        done = cluster.kubectl("apply", "-f", "-", stdin=gated_policy(next(attempt)),
+                               check=False)
+        refused.append(done.stderr)
+        return done.returncode == 1
+
+    eventually(change_is_refused, "changing maxDowntimeMs is refused once registered")
+    assert "spec.maxDowntimeMs: setting it to" in refused[-1]
+    assert "feature gate" in refused[-1]
+    stored = json.loads(cluster.kubectl("get", "migrationpolicy", "gated-policy", "-o",
+                                        "json").stdout)
+    kept = stored["spec"]["maxDowntimeMs"]
+    done = cluster.kubectl("apply", "-f", "-", stdin=gated_policy(kept, bandwidth="128Mi"),
+                           check=False)
+    assert done.returncode == 0, done.stderr
