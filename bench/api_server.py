@@ -81,7 +81,7 @@ def main() -> None:
           f"{count:,} of each, p50 / p99 ms:")
     print(f"{'what':<36}{'without webhooks':>20}{'with webhooks':>20}")
     for kind, what in (("policy", "create a MigrationPolicy"),
-                       ("migration", "create a migration (stamped)")):
+                       ("migration", "create a migration")):
         shown = []
         for phase in ("without", "with"):
             result = results[phase, kind]

@@ -42,6 +42,7 @@ def start_webhook(plane: ControlPlane, tmp: Path) -> tuple[RunningService, str]:
     its webhook configurations, by URL, to register (`kubectl apply -f -`)."""
     token = plane.kubectl("create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE,
                           "--duration", "2h").stdout.strip()
+    tmp.mkdir(parents=True, exist_ok=True)
     kubeconfig = tmp / "service-account.kubeconfig"
     kubeconfig.write_text(kubeconfig_text(plane.url, plane.ca_file, {"token": token}))
     certs = tmp / "issued"
