@@ -16,7 +16,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,7 +42,6 @@ POLICIES = SAMPLES / "policies"
 WEBHOOK = "validate.migrationpolicies.migrations.kubevirt.io"
 VALIDATE = "/validate-migrationpolicy"
 GROUP = "migrations.kubevirt.io"
-DEADLINE = 30.0
 AWESOME = "samples/policies/my-awesome-policy.yaml"
 BELOW_1MI = ('Warning: spec.bandwidthPerMigration "217Ki" is below 1Mi per second: '
              "KubeVirt raises it to 1Mi")
@@ -204,114 +202,6 @@ def test_an_accepted_apply_prints_created_and_the_webhook_warning(cluster: Clust
     assert request["object"]["metadata"]["uid"] == stored["metadata"]["uid"]
     listed = cluster.kubectl("get", "migrationpolicies", "-o", "name")
     assert listed.stdout == "migrationpolicy.migrations.kubevirt.io/my-awesome-policy\n"
-
-
-def test_applying_a_change_is_reviewed_as_an_update_with_the_old_object(
-    cluster: Cluster, tmp_path: Path,
-) -> None:
-    assert cluster.kubectl("apply", "-f", AWESOME).returncode == 0
-    faster = edited(tmp_path, "my-awesome-policy.yaml", "217Ki", "64Mi")
-    result = cluster.kubectl("apply", "-f", faster)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == "migrationpolicy.migrations.kubevirt.io/my-awesome-policy configured\n"
-    assert result.stderr == ""  # 64Mi is not below 1Mi: no warning
-    create, update = cluster.requests()
-    assert update["operation"] == "UPDATE"
-    assert update["uid"] != create["uid"]
-    assert update["oldObject"]["spec"]["bandwidthPerMigration"] == "217Ki"
-    assert update["object"]["spec"]["bandwidthPerMigration"] == "64Mi"
-    assert update["options"]["kind"] == "UpdateOptions"
-    stored = cluster.stored("my-awesome-policy")
-    assert stored is not None
-    assert stored["spec"]["bandwidthPerMigration"] == "64Mi"
-    assert stored["metadata"]["generation"] == 2
-    again = cluster.kubectl("apply", "-f", faster)
-    assert again.stdout == "migrationpolicy.migrations.kubevirt.io/my-awesome-policy unchanged\n"
-    assert len(cluster.requests()) == 2  # nothing sent, nothing reviewed
-
-
-def test_an_invalid_change_is_refused_and_the_policy_stays_as_it_was(
-    cluster: Cluster, tmp_path: Path,
-) -> None:
-    assert cluster.kubectl("apply", "-f", AWESOME).returncode == 0
-    before = cluster.stored("my-awesome-policy")
-    negative = edited(tmp_path, "my-awesome-policy.yaml", "217Ki", "-1Gi")
-    result = cluster.kubectl("apply", "-f", negative)
-    assert result.returncode == 1
-    assert result.stdout == ""
-    # One cause: kubectl prints it on the same line.
-    assert result.stderr == (
-        'The MigrationPolicy "my-awesome-policy" is invalid: spec.bandwidthPerMigration: '
-        '"-1Gi" is negative: use 0 (unlimited) or a larger quantity, such as 64Mi\n')
-    assert cluster.stored("my-awesome-policy") == before
-    assert cluster.requests()[-1]["operation"] == "UPDATE"
-
-
-def test_replace_is_reviewed_as_an_update_too(cluster: Cluster, tmp_path: Path) -> None:
-    assert cluster.kubectl("create", "-f", AWESOME).returncode == 0
-    negative = edited(tmp_path, "my-awesome-policy.yaml", "217Ki", "-1Gi")
-    refused = cluster.kubectl("replace", "-f", negative)
-    assert refused.returncode == 1
-    assert refused.stderr.startswith('The MigrationPolicy "my-awesome-policy" is invalid: '
-                                     'spec.bandwidthPerMigration: "-1Gi" is negative')
-    faster = edited(tmp_path, "my-awesome-policy.yaml", "217Ki", "64Mi")
-    replaced = cluster.kubectl("replace", "-f", faster)
-    assert replaced.returncode == 0, replaced.stderr
-    assert replaced.stdout == "migrationpolicy.migrations.kubevirt.io/my-awesome-policy replaced\n"
-    stored = cluster.stored("my-awesome-policy")
-    assert stored is not None and stored["spec"]["bandwidthPerMigration"] == "64Mi"
-    assert [request["operation"] for request in cluster.requests()] == [
-        "CREATE", "UPDATE", "UPDATE"]
-
-
-def wait_until_the_webhook_knows(service: RunningService, name: str,
-                                 selectors: dict[str, Any]) -> None:
-    """Until the service's cluster state has `name` (it watches the fixture): a policy
-    with the same selectors gets a warning naming it."""
-    def probe() -> list[str]:
-        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-            "uid": str(uuid.uuid4()), "operation": "CREATE", "name": "probe",
-            "kind": {"group": GROUP, "version": "v1alpha1", "kind": "MigrationPolicy"},
-            "resource": {"group": GROUP, "version": "v1alpha1", "resource": "migrationpolicies"},
-            "object": {"apiVersion": f"{GROUP}/v1alpha1", "kind": "MigrationPolicy",
-                       "metadata": {"name": "probe"}, "spec": {"selectors": selectors}}}}
-        with service.client() as client:
-            return client.post(VALIDATE, json=review).json()["response"].get("warnings", [])
-
-    deadline = time.monotonic() + DEADLINE
-    while not any(f'"{name}"' in warning for warning in probe()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"the service did not see policy {name!r} within {DEADLINE} s")
-        time.sleep(0.05)
-
-
-def test_equal_selectors_to_an_existing_policy_print_a_warning_naming_it(
-    cluster: Cluster, tmp_path: Path,
-) -> None:
-    assert cluster.kubectl("apply", "-f", AWESOME).returncode == 0
-    existing = cluster.stored("my-awesome-policy")
-    assert existing is not None and cluster.service is not None
-    wait_until_the_webhook_knows(cluster.service, "my-awesome-policy",
-                                 existing["spec"]["selectors"])
-    twin = edited(tmp_path, "my-awesome-policy.yaml", "name: my-awesome-policy", "name: twin")
-    result = cluster.kubectl("apply", "-f", twin)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == "migrationpolicy.migrations.kubevirt.io/twin created\n"
-    warnings = result.stderr.splitlines()
-    assert warnings[0] == BELOW_1MI
-    [duplicate] = warnings[1:]
-    assert duplicate.startswith("Warning: spec.selectors ")
-    assert '"my-awesome-policy"' in duplicate and "takes precedence" in duplicate
-
-
-def test_delete_is_not_sent_to_the_webhook(cluster: Cluster) -> None:
-    """The configuration's rules name CREATE and UPDATE only."""
-    assert cluster.kubectl("apply", "-f", AWESOME).returncode == 0
-    result = cluster.kubectl("delete", "-f", AWESOME)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == 'migrationpolicy.migrations.kubevirt.io "my-awesome-policy" deleted\n'
-    assert cluster.stored("my-awesome-policy") is None
-    assert [request["operation"] for request in cluster.requests()] == ["CREATE"]
 
 
 # --- the webhook out of reach ---------------------------------------------------------------
