@@ -244,7 +244,7 @@ class EdgeConnection(asyncio.Protocol):
 
     def _hold(self, data: bytes) -> None:
         self.held = data
-        self._pause_reading()
+        self.reading(edge_paused=True)
 
     def _release_held(self) -> None:
         """Parse what was held once the app has room for it."""
@@ -253,7 +253,7 @@ class EdgeConnection(asyncio.Protocol):
         held, self.held = self.held, b""
         self._receive(held)
         if not self.held:
-            self._resume_reading()
+            self.reading(edge_paused=False)
 
     # httptools callbacks
 
@@ -362,30 +362,20 @@ class EdgeConnection(asyncio.Protocol):
         if self.closing_since is None:
             self.closing_since = self.edge.clock()
 
-    # reading paused by the edge, by the app, or by both
-
-    def _pause_reading(self) -> None:
-        if not self.edge_paused:
-            self.edge_paused = True
-            if not self.app_paused and self.transport is not None:
+    def reading(self, *, edge_paused: bool | None = None,
+                app_paused: bool | None = None) -> None:
+        """Reading is paused while the edge or the app (uvicorn's flow control) wants it
+        paused, and resumes when neither does."""
+        was_paused = self.edge_paused or self.app_paused
+        if edge_paused is not None:
+            self.edge_paused = edge_paused
+        if app_paused is not None:
+            self.app_paused = app_paused
+        paused = self.edge_paused or self.app_paused
+        if paused != was_paused and self.transport is not None:
+            if paused:
                 self.transport.pause_reading()
-
-    def _resume_reading(self) -> None:
-        if self.edge_paused:
-            self.edge_paused = False
-            if not self.app_paused and self.transport is not None:
-                self.transport.resume_reading()
-
-    def app_pause_reading(self) -> None:
-        if not self.app_paused:
-            self.app_paused = True
-            if not self.edge_paused and self.transport is not None:
-                self.transport.pause_reading()
-
-    def app_resume_reading(self) -> None:
-        if self.app_paused:
-            self.app_paused = False
-            if not self.edge_paused and self.transport is not None:
+            else:
                 self.transport.resume_reading()
 
     # refusals, written before the request reaches the app
@@ -464,10 +454,10 @@ class AppTransport(asyncio.Transport):
         return not self._connection.app_paused
 
     def pause_reading(self) -> None:
-        self._connection.app_pause_reading()
+        self._connection.reading(app_paused=True)
 
     def resume_reading(self) -> None:
-        self._connection.app_resume_reading()
+        self._connection.reading(app_paused=False)
 
     def get_write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
