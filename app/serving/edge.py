@@ -145,6 +145,14 @@ class EdgeConnection(asyncio.Protocol):
         self.header_bytes = 0
         self.header_count = 0
         self.pending_header_bytes = 0
+        self.body_bytes = 0
+        """Body bytes the parser has reported, all requests together."""
+        self.message_body_bytes = 0
+        self.content_length = 0
+        """The request's Content-Length (0 when it has none)."""
+        self.framing_bytes = 0
+        """Bytes of the request after its headers that are not body (chunk framing,
+        trailers)."""
 
     # asyncio.Protocol
 
@@ -199,20 +207,28 @@ class EdgeConnection(asyncio.Protocol):
         """Parse and hand on `data`; where it holds several header sections, one at a
         time, so that no more than MAX_PIPELINED requests reach the app at once."""
         if data.count(HEADER_END) < 2:  # the usual case: one request or part of one
-            if self.with_app >= MAX_PIPELINED:
+            if self._full():
                 self._hold(data)
             else:
                 self._feed(data)
             return
         start = 0
         while start < len(data) and not self.refused:
-            if self.with_app >= MAX_PIPELINED:
+            if self._full():
                 self._hold(data[start:])
                 return
-            end = data.find(HEADER_END, start)
-            cut = len(data) if end < 0 else end + len(HEADER_END)
+            cut = self._next_cut(data, start)
             self._feed(data[start:cut])
             start = cut
+
+    def _next_cut(self, data: bytes, start: int) -> int:
+        """Where the next piece to parse ends: the end of the body being received when its
+        length is known, so that a piece ends where a request does; else the end of the
+        next header section."""
+        if self.reading_since is not None and not self.in_headers and self.content_length:
+            return min(len(data), start + self.content_length - self.message_body_bytes)
+        end = data.find(HEADER_END, start)
+        return len(data) if end < 0 else end + len(HEADER_END)
 
     def _feed(self, data: bytes) -> None:
         """Parse `data` and hand it to the app. Its first byte starts the read deadline
@@ -222,6 +238,8 @@ class EdgeConnection(asyncio.Protocol):
             self.reading_since = self.edge.clock()
             self.idle_since = None
         began_before = self.in_headers
+        past_headers = self.reading_since is not None and not self.in_headers
+        body_before = self.body_bytes
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError:
@@ -239,8 +257,22 @@ class EdgeConnection(asyncio.Protocol):
             if self.pending_header_bytes > self.limits.max_header_bytes:
                 self._refuse_headers()
                 return
+        if past_headers and self.reading_since is not None and not self.in_headers:
+            # what is neither body nor headers: chunk framing and trailer fields, which the
+            # parser buffers whole like header fields
+            self.framing_bytes += len(data) - (self.body_bytes - body_before)
+            if self.framing_bytes > self.limits.max_header_bytes:
+                self._refuse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                             "the chunk framing and trailers are larger than "
+                             f"{self.limits.max_header_bytes} bytes")
+                return
         if self.app is not None:  # None beyond the cap: refused once its headers are in
             self.app.data_received(data)
+
+    def _full(self) -> bool:
+        """The app has MAX_PIPELINED requests of this connection, and none is still being
+        received (the body of one the app has is never held back from it)."""
+        return self.with_app >= MAX_PIPELINED and self.reading_since is None
 
     def _hold(self, data: bytes) -> None:
         self.held = data
@@ -248,7 +280,7 @@ class EdgeConnection(asyncio.Protocol):
 
     def _release_held(self) -> None:
         """Parse what was held once the app has room for it."""
-        if not self.held or self.with_app >= MAX_PIPELINED or self.is_closing():
+        if not self.held or self._full() or self.is_closing():
             return
         held, self.held = self.held, b""
         self._receive(held)
@@ -259,7 +291,7 @@ class EdgeConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.in_headers = True
-        self.url_bytes = self.header_bytes = self.header_count = 0
+        self.url_bytes = self.header_bytes = self.header_count = self.content_length = 0
         self.pending_header_bytes = 0
         self.idle_since = None
         if self.reading_since is None:
@@ -276,6 +308,8 @@ class EdgeConnection(asyncio.Protocol):
         limits = self.limits
         self.header_count += 1
         self.header_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        if len(name) == 14 and name.lower() == b"content-length" and value.isdigit():
+            self.content_length = int(value)
         if self.header_count > limits.max_headers:
             self._refuse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
                          f"more than {limits.max_headers} header fields")
@@ -286,12 +320,17 @@ class EdgeConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.in_headers = False
+        self.framing_bytes = self.message_body_bytes = 0
         if self.beyond_cap:
             self._refuse(HTTPStatus.SERVICE_UNAVAILABLE,
                          f"more than {self.limits.max_connections} open connections "
                          "(--max-connections): retry on another connection later")
             raise _Refused
         self.with_app += 1
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        self.message_body_bytes += len(body)
 
     def on_message_complete(self) -> None:
         self.reading_since = None
@@ -303,11 +342,12 @@ class EdgeConnection(asyncio.Protocol):
     def request_finished(self) -> None:
         """The app is done with one request (answered, refused, or its client gone)."""
         self.with_app -= 1
-        if self.with_app or self.is_closing():
+        if self.is_closing():
             return
         if self.held:
-            asyncio.get_running_loop().call_soon(self._release_held)
-        elif self.reading_since is None:
+            if not self._full():
+                asyncio.get_running_loop().call_soon(self._release_held)
+        elif not self.with_app and self.reading_since is None:
             self._settle()
 
     def _settle(self) -> None:
@@ -321,6 +361,8 @@ class EdgeConnection(asyncio.Protocol):
 
     def check_deadlines(self, now: float) -> None:
         limits = self.limits
+        if self.closing_since is None and self.is_closing():
+            self.closing_since = now  # closed by the transport itself (the peer's EOF)
         if self.closing_since is not None:
             if now - self.closing_since >= CLOSE_GRACE_SECONDS:
                 self.abort()
@@ -350,6 +392,8 @@ class EdgeConnection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            if self.app_transport is not None:
+                self.app_transport.flush()  # what the app wrote this turn goes out first
             self.closing_since = self.edge.clock()
             self.transport.close()
 

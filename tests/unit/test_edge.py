@@ -1021,3 +1021,76 @@ def test_a_connection_the_app_closed_that_does_not_finish_closing_is_aborted_2_s
         stack.sweep_after(0.1)
         assert client.transport.aborted
     run(test)
+
+
+# found in review: a half-closed client, pipelined bodies, trailers, the last answer
+
+
+def test_a_connection_the_transport_closes_itself_is_aborted_after_the_grace():
+    """A peer's EOF makes the transport close itself (the app's eof_received returns
+    None), which the edge did not see: with the answer unread it stayed open for good."""
+    async def test() -> None:
+        stack = Stack(echo)
+        client = stack.connect(finish_close=False)
+        client.send(get("/"))
+        await settle()
+        assert client.response().status == 200
+        client.transport.closed = True  # closing, its last bytes never taken
+        stack.sweep_after(0.5)
+        assert not client.transport.aborted
+        stack.sweep_after(2.0)
+        assert client.transport.aborted
+    run(test)
+
+
+def test_the_eighth_pipelined_request_gets_its_body():
+    """The request that fills the app's eight gets its body (the app waits on it); only
+    what comes after it waits unread."""
+    async def test() -> None:
+        app = Gated(read_body_first=True)
+        stack = Stack(app)
+        client = stack.connect()
+        client.send(b"".join(post(f"/{i}", b'{"n": %d}' % i) for i in range(10)))
+        await settle()
+        edge = client.connection
+        assert edge.with_app == 8  # uvicorn takes them one at a time; the edge counts 8
+        assert edge.held.startswith(b"POST /8 ")  # the rest waits unread, whole requests
+        app.gate.set()
+        await settle(200)
+        assert [response.status for response in client.responses()] == [200] * 10
+        assert app.answered == [f"/{i}" for i in range(10)]
+        assert not client.closed
+    run(test)
+
+
+def test_a_trailer_field_that_never_ends_is_refused_before_it_is_all_sent():
+    async def test() -> None:
+        stack = Stack(answer_at_once)
+        client = stack.connect()
+        client.send(b"POST /healthz HTTP/1.1\r\nhost: webhook\r\ntransfer-encoding: chunked"
+                    b"\r\n\r\n1\r\na\r\n0\r\nx-t: ")
+        sent = 0
+        while not client.closed and sent < 4 * 65536:
+            client.send(b"a" * 4096)
+            sent += 4096
+            await settle(2)
+        assert client.closed
+        assert sent <= 2 * 65536
+        refused = client.responses()[-1]
+        assert refused.status == 431
+        assert refused.error == ("the chunk framing and trailers are larger than 65536 bytes")
+    run(test)
+
+
+def test_an_upgrade_request_is_answered_then_the_connection_closed():
+    """curl --http2 on a plain port asks for h2c: it gets its HTTP/1.1 answer, not an empty
+    reply (the answer was dropped by the edge's close)."""
+    async def test() -> None:
+        stack = Stack(echo)
+        client = stack.connect()
+        client.send(get("/healthz", "connection: Upgrade, HTTP2-Settings", "upgrade: h2c",
+                        "http2-settings: AAMAAABkAARAAAAAAAIAAAAA"))
+        await settle()
+        assert client.response().status == 200
+        assert client.closed
+    run(test)
