@@ -128,6 +128,14 @@ def test_explain_and_audit_read_the_real_cluster(cluster: ControlPlane) -> None:
     assert "gold-tier-db-policy" in audited.stdout
 
 
+def test_review_answers_a_sample_as_the_real_cluster_decides(cluster: ControlPlane) -> None:
+    reviewed = run_cli("review", str(SAMPLES / "reviews" / "migration-gold-db-vmi.json"),
+                       "--state", "kube", "--kubeconfig", str(cluster.kubeconfig))
+    assert reviewed.returncode == 0, reviewed.stderr
+    assert '"migrations.kubevirt.io/policy": "gold-tier-db-policy"' in reviewed.stdout
+    assert '"migrations.kubevirt.io/bandwidthPerMigration": "1Gi"' in reviewed.stdout
+
+
 def test_the_kubectl_plugin_reads_the_real_cluster(cluster: ControlPlane) -> None:
     plugin_dir = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
     done = cluster.kubectl("migration-policy", "explain", "db-vmi", "-n", "hpc", "-o", "json",
