@@ -7,7 +7,7 @@ apiVersion (`encode_review`), a review wrong after its uid goes to the handler's
 
 import logging
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from app.admission.handlers import Handler
 from app.admission.review import (
@@ -22,6 +22,7 @@ from app.state import WouldBlock
 log = logging.getLogger(__name__)
 
 HandlerFor = Callable[[str], Handler]
+T = TypeVar("T")
 """The handler for a review of this resource (its plural; "" when it could not be read)."""
 
 
@@ -48,18 +49,20 @@ def answer_review(body: bytes, handler_for: HandlerFor) -> Answer:
     try:
         request = parse_review(body)
     except BadReview as error:
-        handler, problem = handler_for(error.resource), str(error)
-        return _answer(handler, error.api_version, error.uid, None,
-                       lambda: handler.malformed(problem))
+        handler = handler_for(error.resource)
+        return _answer(handler, error.api_version, error.uid, None, handler.malformed,
+                       str(error))
     handler = handler_for(request.resource["resource"])
-    return _answer(handler, request.api_version, request.uid, request,
-                   lambda: handler(request))
+    return _answer(handler, request.api_version, request.uid, request, handler, request)
 
 
 def _answer(handler: Handler, api_version: str, uid: str, request: AdmissionRequest | None,
-            decide: Callable[[], Decision]) -> Answer:
+            decide: Callable[[T], Decision], argument: T) -> Answer:
+    """`decide(argument)` as the answer; a bug in it, or in encoding its decision, is the
+    handler's errored answer. (The decision's callable and argument are passed apart, so
+    the usual review allocates no closure.)"""
     try:
-        decision = decide()
+        decision = decide(argument)
         return Answer(api_version, uid, request, decision, False,
                       encode_review(api_version, uid, decision))
     except WouldBlock:

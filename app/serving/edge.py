@@ -120,7 +120,6 @@ class EdgeConnection(asyncio.Protocol):
         # the same leniency as uvicorn's parser, so that both see the same requests
         self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self.peer = "an unknown peer"
-        self.beyond_cap = False
         self.reading_since: float | None = None
         """When the request being received began (the connection's opening, for its first)."""
         self.idle_since: float | None = None
@@ -163,11 +162,11 @@ class EdgeConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = f"{peer[0]}:{peer[1]}"
-        self.beyond_cap = len(edge.connections) >= self.limits.max_connections
+        beyond_cap = len(edge.connections) >= self.limits.max_connections
         edge.connections.add(self)
         self.reading_since = edge.clock()
-        if self.beyond_cap:
-            return
+        if beyond_cap:
+            return  # no app: its first request is refused once its headers are in
         self.app = edge.app_protocol({CONNECTION: self})
         self.app_transport = AppTransport(transport, self)
         self.app.connection_made(self.app_transport)
@@ -321,7 +320,7 @@ class EdgeConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.in_headers = False
         self.framing_bytes = self.message_body_bytes = 0
-        if self.beyond_cap:
+        if self.app is None:  # opened beyond the cap
             self._refuse(HTTPStatus.SERVICE_UNAVAILABLE,
                          f"more than {self.limits.max_connections} open connections "
                          "(--max-connections): retry on another connection later")

@@ -25,6 +25,7 @@ import orjson
 
 from app.serving.asgi import ASGIApp, Message, Receive, Scope, Send
 from app.serving.edge import CONNECTION, EdgeConnection
+from app.serving.review_endpoint import body_too_large
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class RequestLimits:
             503, "request bodies being received would take more than the "
             f"{self.budget.limit} bytes they may hold at once: retry later", retry)
         self.body_too_large = Refusal.of(
-            413, f"the body is larger than the limit of {max_body_bytes} bytes")
+            413, body_too_large(max_body_bytes))
         self.failed = Refusal.of(
             500, "an internal error in migration-policy-webhook, logged by it; "
             "try again or report it")

@@ -43,6 +43,11 @@ class UnsupportedMediaType(Exception):
     pass
 
 
+def body_too_large(max_body_bytes: int) -> str:
+    """The 413's message, whether the declared length or the bytes received are over."""
+    return f"the body is larger than the limit of {max_body_bytes} bytes"
+
+
 def json_error(status: int, message: str) -> tuple[int, bytes]:
     return status, orjson.dumps({"error": message})
 
@@ -63,7 +68,7 @@ class ReviewEndpoint:
                      for status in (400, 413, 415)}
         self._internal_errors = metrics.internal_errors.labels(path)
         self._disconnects = metrics.client_disconnects
-        self._too_large = f"the body is larger than the limit of {max_body_bytes} bytes"
+        self._too_large = body_too_large(max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
