@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from app.serving.certificates import load_certificate
-from tests.support.raw_clients import get, tls_connect
+from tests.support.raw_clients import get, post_head, read_response, tls_connect
 from tests.support.service import (
     SAMPLE_REVIEWS,
     RunningService,
@@ -54,6 +54,25 @@ def test_metrics_count_reviews_by_outcome(client: httpx.Client) -> None:
     client.post(path, content=b"not json")
     assert metric(client, "migration_policy_webhook_bad_requests_total", webhook=path,
                   status="400") == bad_before + 1
+
+
+def test_a_declared_body_over_the_limit_is_refused_unread_and_counted_for_its_webhook(
+        service: RunningService, client: httpx.Client) -> None:
+    """The 413 for a Content-Length over --max-body-bytes (8 MiB) comes before the app,
+    from the per-request limits; it is counted under the webhook's path, and a path that
+    is not a webhook gets no series."""
+    name = "migration_policy_webhook_bad_requests_total"
+    path = "/validate-migrationpolicy"
+    before = metric(client, name, webhook=path, status="413")
+    for target in (path, "/healthz"):
+        with tls_connect(service.port, service.ca_file) as sock:
+            sock.sendall(post_head(8 * 1024 * 1024 + 1, target))
+            answer = read_response(sock)
+        assert answer.status == 413
+        assert answer.body == b'{"error":"the body is larger than the limit of 8388608 bytes"}'
+        assert answer.headers["connection"] == "close"
+    assert metric(client, name, webhook=path, status="413") == before + 1
+    assert 'webhook="/healthz"' not in client.get("/metrics").text
 
 
 # The plain-HTTP probe and metrics ports (issue 12).
