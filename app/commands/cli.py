@@ -1,4 +1,5 @@
-"""The command line: `migration-policy-webhook serve | lint | review | explain | audit | certs`."""
+"""The command line: `migration-policy-webhook serve | lint | review | explain | audit | coverage |
+certs`."""
 
 import argparse
 import sys
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 
 from app.commands.audit import run_audit
 from app.commands.certs import add_certs_parser, run_certs
+from app.commands.coverage import FAIL_ON_CHOICES, parse_fail_on, run_coverage
 from app.commands.explain import run_explain
 from app.commands.lint import lint_files
 from app.commands.output import Output
@@ -148,8 +150,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_policy_flags(audit)
     add_output_flag(audit)
 
+    coverage = commands.add_parser("coverage", help="what each policy governs: shadowed, "
+                                   "unused, tie-breaks")
+    add_coverage_flags(coverage)
+    _add_state_flags(coverage)
+    add_output_flag(coverage)
+
     add_certs_parser(commands)
     return parser
+
+
+def add_coverage_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vmis", action="store_true",
+                        help="also every VMI: its policy, the runner-up, whether a tie-break "
+                        "decided")
+    parser.add_argument("--fail-on", default="", metavar="STATE,STATE",
+                        help="exit 1 when a policy is in one of these states: "
+                        f"{', '.join(FAIL_ON_CHOICES)} (default: none)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -203,5 +220,8 @@ def _run(args: argparse.Namespace) -> int:
                            output=Output(args.output))
     if args.command == "audit":
         return run_audit(settings, Output(args.output))
+    if args.command == "coverage":
+        return run_coverage(settings, per_vmi=args.vmis, fail_on=parse_fail_on(args.fail_on),
+                            output=Output(args.output))
     run_service(settings, open_state(settings))
     return 0

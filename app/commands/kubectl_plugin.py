@@ -1,10 +1,10 @@
-"""`kubectl migration-policy lint|explain|audit`: the commands as a kubectl plugin.
+"""`kubectl migration-policy lint|explain|audit|coverage`: the commands as a kubectl plugin.
 
 kubectl runs the console script `kubectl-migration_policy` with the words after
 `migration-policy`. The flags are kubectl's: `-n/--namespace` (default: the context's
 namespace), `--context`, `--kubeconfig` (default: $KUBECONFIG, else ~/.kube/config), `-o
-yaml|json`. `explain` and `audit` read the cluster of that kubeconfig unless `--state DIR`
-names a directory of manifests.
+yaml|json`. `explain`, `audit` and `coverage` read the cluster of that kubeconfig unless
+`--state DIR` names a directory of manifests.
 """
 
 import argparse
@@ -15,7 +15,14 @@ from pathlib import Path
 from kubernetes.config import ConfigException, list_kube_config_contexts
 
 from app.commands.audit import run_audit
-from app.commands.cli import ONE_SHOT_LOG_LEVEL, add_policy_flags, guarded, settings_from
+from app.commands.cli import (
+    ONE_SHOT_LOG_LEVEL,
+    add_coverage_flags,
+    add_policy_flags,
+    guarded,
+    settings_from,
+)
+from app.commands.coverage import parse_fail_on, run_coverage
 from app.commands.explain import run_explain
 from app.commands.lint import lint_files
 from app.commands.output import Output
@@ -50,13 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--vmi-labels", metavar="K=V,...", help="labels instead of a VMI")
     explain.add_argument("--namespace-labels", metavar="K=V,...",
                          help="namespace labels instead of the VMI's namespace's")
-    explain.add_argument("--precedence", choices=[mode.value for mode in Precedence],
-                         default=default("precedence"), help="how ties are decided")
+    _add_precedence_flag(explain)
 
     audit = commands.add_parser("audit", help="validate every MigrationPolicy in the cluster",
                                 parents=[_output_flags(), _cluster_flags()])
     add_policy_flags(audit)
+
+    coverage = commands.add_parser("coverage", help="what each policy in the cluster governs",
+                                   parents=[_output_flags(), _cluster_flags()])
+    add_coverage_flags(coverage)
+    _add_precedence_flag(coverage)
     return parser
+
+
+def _add_precedence_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precedence", choices=[mode.value for mode in Precedence],
+                        default=default("precedence"), help="how ties are decided")
 
 
 def _output_flags() -> argparse.ArgumentParser:
@@ -139,6 +155,9 @@ def _run(args: argparse.Namespace) -> int:
         return run_explain(settings, vmi=args.vmi, namespace=args.namespace,
                            vmi_labels=args.vmi_labels, namespace_labels=args.namespace_labels,
                            output=output)
+    if args.command == "coverage":
+        return run_coverage(settings, per_vmi=args.vmis, fail_on=parse_fail_on(args.fail_on),
+                            output=output)
     return run_audit(settings, output)
 
 

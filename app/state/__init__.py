@@ -44,6 +44,15 @@ class ClusterState(Protocol):
         """The labels of a namespace, or None if there is none (may raise as vmi_labels)."""
         ...
 
+    def all_vmi_labels(self) -> Mapping[tuple[str, str], Mapping[str, str]]:
+        """Every cached VMI's labels by (namespace, name): a copy, made in one step, that
+        later changes do not touch (for `coverage`; direct lookups are not in it)."""
+        ...
+
+    def all_namespace_labels(self) -> Mapping[str, Mapping[str, str]]:
+        """Every cached namespace's labels by name, as `all_vmi_labels`."""
+        ...
+
     def staleness_warning(self) -> str | None:
         """A short warning (under 120 characters) while the state may be out of date: its
         source has not confirmed it for longer than `--max-staleness`; None otherwise.

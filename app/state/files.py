@@ -127,6 +127,12 @@ class DirectoryState:
     def namespace_labels(self, name: str) -> Mapping[str, str] | None:
         return self._snapshot.namespaces.get(name)
 
+    def all_vmi_labels(self) -> Mapping[tuple[str, str], Mapping[str, str]]:
+        return self._snapshot.vmis
+
+    def all_namespace_labels(self) -> Mapping[str, Mapping[str, str]]:
+        return self._snapshot.namespaces
+
     def staleness_warning(self) -> str | None:
         """The files are the truth: they cannot be stale."""
         return None

@@ -118,6 +118,12 @@ class KubeState:
             labels = self._look_up(self._vmis, key, VIRTUAL_MACHINE_INSTANCES, name, namespace)
         return labels
 
+    def all_vmi_labels(self) -> Mapping[tuple[str, str], Mapping[str, str]]:
+        return self._vmis.snapshot()
+
+    def all_namespace_labels(self) -> Mapping[str, Mapping[str, str]]:
+        return self._namespaces.snapshot()
+
     def namespace_labels(self, name: str) -> Mapping[str, str] | None:
         labels = self._namespaces.get(name)
         if labels is None:

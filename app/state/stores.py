@@ -109,6 +109,10 @@ class LabelStore(Generic[K]):
                     break
                 del fetched[oldest]
 
+    def snapshot(self) -> dict[K, Mapping[str, str]]:
+        """Every watched object's labels: one dict copy, a single step for other threads."""
+        return dict(self._labels)
+
     def replace(self, objects: Iterable[Object]) -> int:
         key = self._key
         labels = {key(obj): labels_of(obj) for obj in objects}

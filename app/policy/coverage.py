@@ -1,0 +1,127 @@
+"""What each policy governs: every VMI's winner, and each policy's share of the VMIs.
+
+`coverage` is one pass over the VMIs, each decided by the same index that decides a
+migration, so the report says exactly what the webhook would stamp now. A win is decided
+by the tie-break when the runner-up has the same score: the score alone did not choose.
+"""
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from app.policy.model import Policy
+from app.policy.precedence import PolicyIndex
+
+VmiKey = tuple[str, str]
+"""(namespace, name)."""
+
+
+class Status(StrEnum):
+    ACTIVE = "active"
+    """Governs at least one VMI."""
+    SHADOWED = "shadowed"
+    """Applies to VMIs, governs none of them."""
+    UNUSED = "unused"
+    """Applies to no VMI."""
+    NO_SELECTORS = "no-selectors"
+    """Has no spec.selectors: applies to nothing, by definition."""
+
+
+@dataclass
+class PolicyCoverage:
+    """One policy's share: the VMIs it wins, those it applies to, who beats it where."""
+
+    name: str
+    has_selectors: bool
+    governs: int = 0
+    matches: int = 0
+    tie_breaks: int = 0
+    beaten_by: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def status(self) -> Status:
+        if not self.has_selectors:
+            return Status.NO_SELECTORS
+        if self.governs:
+            return Status.ACTIVE
+        return Status.SHADOWED if self.matches else Status.UNUSED
+
+
+@dataclass(frozen=True, slots=True)
+class VmiDecision:
+    """Which policy a VMI gets, the one that would take its place, and whether only the
+    tie-break chose between them."""
+
+    namespace: str
+    name: str
+    winner: str | None
+    runner_up: str | None
+    tie_break: bool
+
+
+@dataclass
+class Coverage:
+    policies: list[PolicyCoverage]
+    """Every policy, by name."""
+    vmis: list[VmiDecision]
+    """Every VMI, by namespace and name, when asked for (`per_vmi`); else empty."""
+    vmi_count: int
+    without_namespace: int
+    """VMIs whose namespace the state does not hold: the webhook stamps none of them."""
+
+    def in_status(self, *statuses: Status) -> list[PolicyCoverage]:
+        return [policy for policy in self.policies if policy.status in statuses]
+
+    @property
+    def tie_broken(self) -> int:
+        """VMIs whose policy was chosen by the tie-break."""
+        return sum(policy.tie_breaks for policy in self.policies)
+
+
+def decide(policies: PolicyIndex, vmi_labels: Mapping[str, str],
+           ns_labels: Mapping[str, str]) -> tuple[Policy | None, Policy | None, list[Policy]]:
+    """The winner, the runner-up and every applicable policy, the winner first."""
+    applicable = policies.applicable(vmi_labels, ns_labels)
+    winner = applicable[0] if applicable else None
+    runner_up = applicable[1] if len(applicable) > 1 else None
+    return winner, runner_up, applicable
+
+
+def coverage(
+    policies: PolicyIndex,
+    vmis: Iterable[tuple[VmiKey, Mapping[str, str]]],
+    namespaces: Mapping[str, Mapping[str, str]],
+    *,
+    per_vmi: bool = False,
+) -> Coverage:
+    """Decide every VMI, and count each policy's wins, matches, losses and tie-breaks."""
+    shares = {policy.name: PolicyCoverage(policy.name, policy.has_selectors)
+              for policy in policies}
+    decisions: list[VmiDecision] = []
+    count = without_namespace = 0
+    for (namespace, name), labels in vmis:
+        count += 1
+        ns_labels = namespaces.get(namespace)
+        if ns_labels is None:
+            without_namespace += 1
+            continue
+        winner, runner_up, applicable = decide(policies, labels, ns_labels)
+        tie_break = (winner is not None and runner_up is not None
+                     and runner_up.score == winner.score)
+        if winner is not None:
+            won = shares[winner.name]
+            won.governs += 1
+            won.tie_breaks += tie_break
+            for policy in applicable:
+                share = shares[policy.name]
+                share.matches += 1
+                if policy is not winner:
+                    share.beaten_by[winner.name] += 1
+        if per_vmi:
+            decisions.append(VmiDecision(
+                namespace, name, winner.name if winner else None,
+                runner_up.name if runner_up else None, tie_break))
+    decisions.sort(key=lambda decision: (decision.namespace, decision.name))
+    return Coverage(sorted(shares.values(), key=lambda share: share.name), decisions, count,
+                    without_namespace)
