@@ -91,6 +91,11 @@ class Settings(BaseModel):
     shutdown_grace_period: float = Field(15.0, ge=0)
     watch_idle_timeout: float = Field(90.0, gt=0)
     max_staleness: float = Field(300.0, gt=0)
+    impact_warnings: bool = True
+    """A valid policy under review gets an `impact:` warning: what it would govern now."""
+    coverage_interval: float = Field(30.0, gt=0)
+    """Seconds between two coverage passes at most (only when the state has changed)."""
+    per_policy_metrics: bool = True
 
     @field_validator("feature_gates")
     @classmethod

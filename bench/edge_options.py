@@ -22,6 +22,7 @@ from app.admission.review import encode_review, parse_review
 from app.policy.precedence import Precedence
 from app.serving.app import create_service
 from app.settings import Settings
+from app.state import view_of
 from app.state.files import DirectoryState
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,8 +33,9 @@ App = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
                 Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
 
-HANDLER = build_handlers(Settings(), DirectoryState(REPO / "samples" / "cluster",
-                                                    Precedence.DOCUMENTED))[VALIDATE_PATH]
+STATE = DirectoryState(REPO / "samples" / "cluster", Precedence.DOCUMENTED)
+VIEW = view_of(STATE)
+HANDLER = build_handlers(Settings(), STATE, lambda: VIEW)[VALIDATE_PATH]
 
 
 def answer(body: bytes) -> bytes:

@@ -17,6 +17,7 @@ import orjson
 
 from app.admission.handlers import MigrationStamper, PolicyValidator
 from app.admission.review import encode_review, parse_review
+from app.policy.impact import ClusterView
 from app.policy.model import policy_from_object
 from app.policy.precedence import PolicyIndex
 from app.policy.validation import validate_policy
@@ -45,6 +46,12 @@ class MemoryState:
 
     def staleness_warning(self) -> str | None:
         return None
+
+    def all_vmi_labels(self) -> Mapping[tuple[str, str], Mapping[str, str]]:
+        return self.vmis
+
+    def all_namespace_labels(self) -> Mapping[str, Mapping[str, str]]:
+        return self.namespaces
 
 
 def memory_state(settings: Settings, *, policies: int, vmis: int,
@@ -91,7 +98,8 @@ def rows(*, number: int, policies: tuple[int, ...], vmis: int,
     reference = policy_request.object
     assert reference is not None
     small = memory_state(settings, policies=policies[0], vmis=0, namespaces=namespaces)
-    validator = PolicyValidator(settings, small)
+    view = ClusterView.build(small.vmis, small.namespaces)
+    validator = PolicyValidator(settings, small, lambda: view)
     mistakes = five_mistakes(reference)
     found: list[tuple[str, float]] = [
         ("orjson.loads of the policy review", best_us(lambda: orjson.loads(policy_body), number)),

@@ -4,9 +4,9 @@ Nothing here knows about HTTP or the review's envelope: `app.admission.answer` c
 decision with the request's uid, for the server and the `review` command alike.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from app.admission.review import (
     AdmissionRequest,
@@ -19,12 +19,23 @@ from app.admission.review import (
 from app.k8s.resources import MIGRATION_POLICIES, VIRTUAL_MACHINE_INSTANCE_MIGRATIONS
 from app.policy.annotations import POLICY_ANNOTATION, stamp_patch
 from app.policy.findings import MAX_WARNING_LENGTH, Cause
+from app.policy.impact import ClusterView, impact_warning, measure_impact
+from app.policy.model import selectors_of
 from app.policy.validation import check_policy
 from app.settings import Enforcement, Settings
-from app.state import ClusterState, LookupFailed
+from app.state import ClusterState, LookupFailed, WouldBlock, on_event_loop
 
 VALIDATE_PATH = "/validate-migrationpolicy"
 MUTATE_PATH = "/mutate-virtualmachineinstancemigration"
+
+IMPACT_BUDGET_SECONDS = 0.050
+"""CPU time an impact warning may take in all; beyond, it says `at least`."""
+IMPACT_ON_LOOP_SECONDS = 0.005
+"""What it may take on the event loop: beyond, the review is judged again in a thread."""
+IMPACT_LOADING = "impact: not known yet: the webhook is still reading the cluster's VMIs"
+
+Views = Callable[[], ClusterView | None]
+"""The latest view of the cluster's VMIs and namespaces, None until there is one."""
 
 ENFORCEMENT_WARNING = "would be refused: "
 """How `--enforcement warn` begins each problem it admits (kubectl: `Warning: would be...`)."""
@@ -49,10 +60,12 @@ def is_enforcement_warning(decision: Decision) -> bool:
 
 @dataclass(frozen=True)
 class PolicyValidator:
-    """Validates MigrationPolicy CREATE and UPDATE; DELETE and CONNECT are allowed."""
+    """Validates MigrationPolicy CREATE and UPDATE; DELETE and CONNECT are allowed. A
+    policy that will be stored is told its impact (`--impact-warnings`)."""
 
     settings: Settings
     state: ClusterState
+    views: Views
 
     def __call__(self, request: AdmissionRequest) -> Decision:
         resource = request.resource
@@ -83,14 +96,37 @@ class PolicyValidator:
             parse=False,  # the answer needs the findings only
         ).findings
         if findings.valid:
-            return allowed(findings.warnings)
+            return allowed([*findings.warnings, *self._impact(request, policy)])
         if self.settings.enforcement is Enforcement.WARN:
             return allowed([*map(_enforcement_warning, findings.causes),
-                                         *findings.warnings])
+                            *findings.warnings, *self._impact(request, policy)])
         metadata = policy.get("metadata")
         name = metadata.get("name") if isinstance(metadata, dict) else None
         return invalid(findings=findings, group=policies.group, kind=policies.kind,
                        name=name if isinstance(name, str) else request.name)
+
+    def _impact(self, request: AdmissionRequest, policy: Any) -> list[str]:
+        """The `impact:` warning of a policy about to be stored: none when turned off, or
+        when its selectors cannot be read (an invalid policy admitted in warn mode).
+
+        On the event loop it may take IMPACT_ON_LOOP_SECONDS; a larger pass raises
+        WouldBlock and the review is judged again in a worker thread."""
+        if not self.settings.impact_warnings:
+            return []
+        candidate = selectors_of(policy)
+        if candidate is None:
+            return []
+        view = self.views()
+        if view is None:
+            return [IMPACT_LOADING]
+        on_loop = on_event_loop()
+        impact = measure_impact(
+            candidate, self.state.policies, view,
+            budget_seconds=IMPACT_ON_LOOP_SECONDS if on_loop else IMPACT_BUDGET_SECONDS)
+        if on_loop and not impact.complete:
+            raise WouldBlock("the impact warning needs more than the event loop's share")
+        return [impact_warning(impact, name=candidate.name,
+                               update=request.operation == "UPDATE")]
 
     def errored(self, request: AdmissionRequest | None) -> Decision:
         """Fail closed, as the webhook's failurePolicy does, but say so."""
@@ -181,10 +217,11 @@ def _missing_object(request: AdmissionRequest) -> str:
     return f"request.object is missing: a {request.operation} review carries the object"
 
 
-def build_handlers(settings: Settings, state: ClusterState) -> dict[str, Handler]:
+def build_handlers(settings: Settings, state: ClusterState,
+                   views: Views) -> dict[str, Handler]:
     """The admission handlers by URL path."""
     return {
-        VALIDATE_PATH: PolicyValidator(settings, state),
+        VALIDATE_PATH: PolicyValidator(settings, state, views),
         MUTATE_PATH: MigrationStamper(settings, state),
     }
 

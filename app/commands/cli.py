@@ -57,6 +57,10 @@ def add_output_flag(parser: argparse.ArgumentParser) -> None:
                         help="text for a person, json or yaml for a program (default: text)")
 
 
+BOOLEAN: dict[str, Any] = {"nargs": "?", "const": "true", "metavar": "true|false"}
+"""A flag written `--flag`, `--flag=true` or `--flag=false` (as kubectl's and Go's)."""
+
+
 def add_policy_flags(parser: argparse.ArgumentParser) -> None:
     _setting(parser, "--feature-gates", "enabled KubeVirt feature gates: "
              "MigrationStallDetection, MigrationDowntimeTuning", shown="none",
@@ -64,6 +68,11 @@ def add_policy_flags(parser: argparse.ArgumentParser) -> None:
     _setting(parser, "--deny-duplicate-selectors",
              "refuse a policy whose selectors equal another's, rather than warn",
              shown="off", action="store_true")
+
+
+def _add_impact_flag(parser: argparse.ArgumentParser) -> None:
+    _setting(parser, "--impact-warnings", "warn what a valid policy would govern now "
+             "(impact: ...)", shown="true", **BOOLEAN)
 
 
 def _add_state_flags(parser: argparse.ArgumentParser) -> None:
@@ -115,8 +124,14 @@ def _add_serve_parser(commands: Any) -> None:
     _setting(serve, "--max-staleness", "with --state kube: seconds without news from the API "
              "before mutation answers warn that the cache is stale", type=float,
              metavar="SECONDS")
+    _setting(serve, "--coverage-interval", "seconds between two passes over the state for "
+             "the coverage metrics and impact warnings, at most (only after a change)",
+             type=float, metavar="SECONDS")
+    _setting(serve, "--per-policy-metrics", "series per policy (governed and matched VMIs)",
+             shown="true", **BOOLEAN)
     _add_state_flags(serve)
     add_policy_flags(serve)
+    _add_impact_flag(serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("file", type=Path)
     _add_state_flags(review)
     add_policy_flags(review)
+    _add_impact_flag(review)
 
     explain_cmd = commands.add_parser("explain", help="which policy applies to a VMI, and why")
     explain_cmd.add_argument("--vmi", help="VMI name, looked up in --state")

@@ -16,6 +16,7 @@ from app.admission.review import ReviewError
 from app.commands.state import synced_state
 from app.k8s.manifests import ManifestError, read_documents
 from app.settings import Settings
+from app.state import view_of
 from app.state.files import StateError
 
 EXIT_DENIED = 1
@@ -24,7 +25,9 @@ EXIT_USAGE = 2
 
 def _answer(review: dict[str, Any], settings: Settings) -> Answer:
     """The answer to a review, as the server gives it."""
-    handlers = build_handlers(settings, synced_state(settings))
+    state = synced_state(settings)
+    view = view_of(state)
+    handlers = build_handlers(settings, state, lambda: view)
     return answer_review(orjson.dumps(review),
                          lambda plural: handler_for_resource(handlers, plural))
 

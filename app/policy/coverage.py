@@ -6,7 +6,7 @@ by the tie-break when the runner-up has the same score: the score alone did not 
 """
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -15,6 +15,8 @@ from app.policy.precedence import PolicyIndex
 
 VmiKey = tuple[str, str]
 """(namespace, name)."""
+PAUSE_EVERY = 1024
+"""VMIs decided between two calls of `coverage`'s `pause`."""
 
 
 class Status(StrEnum):
@@ -94,14 +96,18 @@ def coverage(
     namespaces: Mapping[str, Mapping[str, str]],
     *,
     per_vmi: bool = False,
+    pause: Callable[[], None] | None = None,
 ) -> Coverage:
-    """Decide every VMI, and count each policy's wins, matches, losses and tie-breaks."""
+    """Decide every VMI, and count each policy's wins, matches, losses and tie-breaks;
+    call `pause` every PAUSE_EVERY VMIs (a worker thread lets the event loop run)."""
     shares = {policy.name: PolicyCoverage(policy.name, policy.has_selectors)
               for policy in policies}
     decisions: list[VmiDecision] = []
     count = without_namespace = 0
     for (namespace, name), labels in vmis:
         count += 1
+        if pause is not None and count % PAUSE_EVERY == 0:
+            pause()
         ns_labels = namespaces.get(namespace)
         if ns_labels is None:
             without_namespace += 1

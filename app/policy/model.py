@@ -78,6 +78,28 @@ def _annotation_value(value: Any) -> str:
     return str(value)
 
 
+def selectors_of(obj: Any) -> Policy | None:
+    """A policy's name and selectors alone, or None when they are not maps of strings (an
+    invalid policy may be admitted by `--enforcement warn`): enough to match it."""
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    spec = obj.get("spec") if isinstance(obj, dict) else None
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    selectors = spec.get("selectors") if isinstance(spec, dict) else None
+    if not isinstance(selectors, dict):
+        return Policy(name=name if isinstance(name, str) else "", has_selectors=False)
+    ns_selector = selectors.get("namespaceSelector") or {}
+    vmi_selector = selectors.get("virtualMachineInstanceSelector") or {}
+    if not (_string_map(ns_selector) and _string_map(vmi_selector)):
+        return None
+    return Policy(name=name if isinstance(name, str) else "",
+                  namespace_selector=ns_selector, vmi_selector=vmi_selector)
+
+
+def _string_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(key, str) and isinstance(item, str) for key, item in value.items())
+
+
 def policy_from_object(obj: Mapping[str, Any]) -> Policy:
     """Build a Policy from a MigrationPolicy object that has passed validation."""
     metadata = obj.get("metadata") or {}

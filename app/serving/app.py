@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.admission.handlers import MUTATE_PATH, VALIDATE_PATH, build_handlers
 from app.serving.asgi import Receive, Scope, Send
+from app.serving.coverage_keeper import CoverageCollector, CoverageKeeper
 from app.serving.metrics import Metrics
 from app.serving.review_endpoint import ReviewEndpoint, json_error
 from app.serving.review_log import ReviewLog
@@ -29,13 +30,16 @@ ENDPOINTS = (f"POST {VALIDATE_PATH}, POST {MUTATE_PATH}, "
 
 @dataclass
 class Readiness:
-    """Ready once the cluster state has synced, and no longer once shutdown has begun."""
+    """Ready once the cluster state has synced and the first view of its VMIs is made (the
+    impact warnings read it), and no longer once shutdown has begun."""
 
     state: ClusterState
+    coverage: CoverageKeeper
     stopping: bool = False
 
     def ready(self) -> bool:
-        return not self.stopping and self.state.is_ready()
+        return (not self.stopping and self.state.is_ready()
+                and self.coverage.view is not None)
 
 
 @dataclass
@@ -50,13 +54,16 @@ class Service:
     readiness: Readiness = field(repr=False)
     state: ClusterState = field(repr=False)
     review_log: ReviewLog = field(repr=False)
+    coverage: CoverageKeeper = field(repr=False)
     tasks: list["asyncio.Task[None]"] = field(default_factory=list, repr=False)
 
     async def start(self) -> None:
-        """Load the cluster state; start the review log's writer and the gc freeze."""
+        """Load the cluster state; start the review log's writer, the gc freeze and the
+        coverage passes."""
         await self.state.start()
         self.tasks = [asyncio.create_task(self.review_log.run(), name="review-log"),
-                      asyncio.create_task(_freeze_when_ready(self.state), name="gc-freeze")]
+                      asyncio.create_task(_freeze_when_ready(self.state), name="gc-freeze"),
+                      asyncio.create_task(self.coverage.run(), name="coverage")]
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -108,11 +115,13 @@ async def _send_405(send: Send, status: int, body: bytes) -> None:
 
 def create_service(settings: Settings, state: ClusterState) -> Service:
     """Everything `serve` runs, for these settings and this cluster state."""
-    handlers = build_handlers(settings, state)
+    keeper = CoverageKeeper(state, interval=settings.coverage_interval)
+    handlers = build_handlers(settings, state, keeper.latest_view)
     metrics = Metrics(tuple(handlers))
     review_log = ReviewLog(settings.logging_format)
     metrics.registry.register(state.collector())
-    readiness = Readiness(state)
+    metrics.registry.register(CoverageCollector(keeper, per_policy=settings.per_policy_metrics))
+    readiness = Readiness(state, keeper)
     main = _probe_app(readiness)
     _add_metrics(main, metrics)
     endpoints = {
@@ -124,7 +133,7 @@ def create_service(settings: Settings, state: ClusterState) -> Service:
     _add_metrics(metrics_app, metrics)
     return Service(app=AdmissionDispatcher(endpoints, main), health_app=_probe_app(readiness),
                    metrics_app=metrics_app, metrics=metrics, readiness=readiness, state=state,
-                   review_log=review_log)
+                   review_log=review_log, coverage=keeper)
 
 
 async def _freeze_when_ready(state: ClusterState) -> None:

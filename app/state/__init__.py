@@ -1,10 +1,12 @@
 """Where the cluster state comes from: one interface, one module per source."""
 
+import asyncio
 from collections.abc import Mapping
 from typing import Protocol
 
 from prometheus_client.registry import Collector
 
+from app.policy.impact import ClusterView
 from app.policy.precedence import PolicyIndex
 
 
@@ -15,6 +17,15 @@ class WouldBlock(Exception):
     instead of blocking the loop, and the server runs the (side-effect free) handler again
     in a thread.
     """
+
+
+def on_event_loop() -> bool:
+    """Whether the caller runs on an asyncio event loop (and must not block it)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class LookupFailed(Exception):
@@ -53,6 +64,11 @@ class ClusterState(Protocol):
         """Every cached namespace's labels by name, as `all_vmi_labels`."""
         ...
 
+    def changes(self) -> int:
+        """A number that grows whenever a policy, or the labels of a VMI or namespace,
+        may have changed: what was computed from the state is out of date."""
+        ...
+
     def staleness_warning(self) -> str | None:
         """A short warning (under 120 characters) while the state may be out of date: its
         source has not confirmed it for longer than `--max-staleness`; None otherwise.
@@ -72,3 +88,8 @@ class ClusterState(Protocol):
     async def stop(self) -> None:
         """Stop following changes."""
         ...
+
+
+def view_of(state: ClusterState) -> ClusterView:
+    """The state's VMIs and namespaces now, arranged for impact warnings."""
+    return ClusterView.build(state.all_vmi_labels(), state.all_namespace_labels())

@@ -110,6 +110,7 @@ class DirectoryState:
         self._poll_interval = poll_interval
         self._fingerprint = _fingerprint(directory)
         self._snapshot = load_snapshot(directory, precedence)
+        self._loads = 1
         self._loaded_at = time.time()
         self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
@@ -126,6 +127,9 @@ class DirectoryState:
 
     def namespace_labels(self, name: str) -> Mapping[str, str] | None:
         return self._snapshot.namespaces.get(name)
+
+    def changes(self) -> int:
+        return self._loads
 
     def all_vmi_labels(self) -> Mapping[tuple[str, str], Mapping[str, str]]:
         return self._snapshot.vmis
@@ -161,6 +165,7 @@ class DirectoryState:
                       self.directory, error)
             return False
         self._snapshot = snapshot
+        self._loads += 1
         self._loaded_at = time.time()
         self.last_error = None
         log.info("state %s reloaded: %d policies, %d VMIs, %d namespaces", self.directory,

@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 from app.k8s.resources import MIGRATION_POLICIES, NAMESPACES, VIRTUAL_MACHINE_INSTANCES, Resource
 from app.policy.precedence import PolicyIndex, Precedence
 from app.settings import Settings
-from app.state import LookupFailed
+from app.state import LookupFailed, on_event_loop
 from app.state.kube_api import ApiError, KubeApi, TransportErrors, object_accept, refusal
 from app.state.lookups import DirectLookups, LookupLimits
 from app.state.metrics import StateCollector, StateFigures, unix_time
@@ -118,6 +118,9 @@ class KubeState:
             labels = self._look_up(self._vmis, key, VIRTUAL_MACHINE_INSTANCES, name, namespace)
         return labels
 
+    def changes(self) -> int:
+        return self._policies.changes + self._vmis.changes + self._namespaces.changes
+
     def all_vmi_labels(self) -> Mapping[tuple[str, str], Mapping[str, str]]:
         return self._vmis.snapshot()
 
@@ -138,7 +141,7 @@ class KubeState:
         return self._lookups.look_up(
             resource.plural, key,
             lambda timeout: self._get(store, key, resource, name, namespace, timeout),
-            on_loop=_on_event_loop(), what=f"{resource.plural} {_show(name, namespace)}")
+            on_loop=on_event_loop(), what=f"{resource.plural} {_show(name, namespace)}")
 
     def _get(
         self, store: LabelStore[K], key: K, resource: Resource, name: str,
@@ -212,14 +215,6 @@ class KubeState:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-
-
-def _on_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def _why(error: Exception, timeout: float) -> str:

@@ -67,6 +67,9 @@ class LabelStore(Generic[K]):
         self._fetched: dict[K, tuple[float, Mapping[str, str]]] = {}
         self._pending: dict[K, object] = {}
         self._fetched_lock = threading.Lock()
+        self.changes = 0
+        """Bumped when the labels of an object change, or one comes or goes (not for
+        updates that leave the labels as they were: VMIs are updated all the time)."""
 
     def __len__(self) -> int:
         return len(self._labels)
@@ -117,6 +120,7 @@ class LabelStore(Generic[K]):
         key = self._key
         labels = {key(obj): labels_of(obj) for obj in objects}
         self._labels = labels
+        self.changes += 1
         with self._fetched_lock:
             self._fetched.clear()
             self._pending.clear()
@@ -129,9 +133,13 @@ class LabelStore(Generic[K]):
                 self._fetched.pop(key, None)
                 self._pending.pop(key, None)
         if event_type == DELETED:
-            self._labels.pop(key, None)
+            if self._labels.pop(key, None) is not None:
+                self.changes += 1
         else:
-            self._labels[key] = labels_of(obj)
+            labels = labels_of(obj)
+            if self._labels.get(key) != labels:
+                self._labels[key] = labels
+                self.changes += 1
 
 
 class PolicyStore:
@@ -144,6 +152,8 @@ class PolicyStore:
     def __init__(self, precedence: Precedence) -> None:
         self._precedence = precedence
         self.index = PolicyIndex(precedence)
+        self.changes = 0
+        """Bumped at every relist and event."""
 
     def __len__(self) -> int:
         return len(self.index)
@@ -152,9 +162,11 @@ class PolicyStore:
         valid = (_valid_policy(obj) for obj in objects)
         index = PolicyIndex(self._precedence, (policy for policy in valid if policy))
         self.index = index
+        self.changes += 1
         return len(index)
 
     def apply(self, event_type: str, obj: Object) -> None:
+        self.changes += 1
         if event_type == DELETED:
             self.index.remove(name_key(obj))
             return

@@ -7,6 +7,7 @@ from app.admission.handlers import MUTATE_PATH, VALIDATE_PATH, build_handlers
 from app.admission.review import complete, parse_review
 from app.policy.precedence import Precedence
 from app.settings import Settings
+from app.state import view_of
 from app.state.files import DirectoryState
 from tests.support.reviews import sample_review
 from tests.support.service import SAMPLE_CLUSTER, SAMPLE_REVIEWS
@@ -14,7 +15,8 @@ from tests.support.service import SAMPLE_CLUSTER, SAMPLE_REVIEWS
 
 def handlers() -> dict:
     state = DirectoryState(SAMPLE_CLUSTER, Precedence.DOCUMENTED)
-    return build_handlers(Settings(), state)
+    view = view_of(state)
+    return build_handlers(Settings(), state, lambda: view)
 
 
 def request(name: str):

@@ -1,0 +1,151 @@
+"""What a policy under review would do now: the VMIs it would govern, and whose they are.
+
+The answer is read from a `ClusterView`, the VMIs grouped by namespace and the namespaces
+indexed by label pair, so a policy whose namespace selector matches few namespaces looks at
+their VMIs only. Each VMI it applies to is decided against the current policies, the
+policy's own old version left out (an UPDATE replaces it). The pass stops when its CPU
+budget is spent, and then says `at least`.
+"""
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from app.policy.findings import MAX_WARNING_LENGTH
+from app.policy.model import Policy
+from app.policy.precedence import PolicyIndex, precedence_key
+
+Labels = Mapping[str, str]
+NO_POLICY = ""
+"""The key, in `Impact.taken_from`, of the VMIs no policy governs now."""
+CHECK_EVERY = 64
+"""VMIs decided between two reads of the clock."""
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """The VMIs and namespaces of one moment, arranged for `measure_impact`."""
+
+    vmis_by_namespace: Mapping[str, list[tuple[str, Labels]]]
+    namespaces: Mapping[str, Labels]
+    namespaces_by_pair: Mapping[tuple[str, str], list[str]]
+
+    @classmethod
+    def build(cls, vmis: Mapping[tuple[str, str], Labels],
+              namespaces: Mapping[str, Labels]) -> "ClusterView":
+        by_namespace: dict[str, list[tuple[str, Labels]]] = {}
+        for (namespace, name), labels in vmis.items():
+            by_namespace.setdefault(namespace, []).append((name, labels))
+        by_pair: dict[tuple[str, str], list[str]] = {}
+        for namespace, labels in namespaces.items():
+            for pair in labels.items():
+                by_pair.setdefault(pair, []).append(namespace)
+        return cls(by_namespace, namespaces, by_pair)
+
+    def namespaces_matching(self, selector: Labels) -> list[str]:
+        """The namespaces whose labels hold every pair of `selector`."""
+        if not selector:
+            return list(self.namespaces)
+        rarest = min((self.namespaces_by_pair.get(pair, []) for pair in selector.items()),
+                     key=len)
+        pairs = selector.items()
+        return [namespace for namespace in rarest
+                if pairs <= self.namespaces[namespace].items()]
+
+
+@dataclass
+class Impact:
+    matches: int = 0
+    governs: int = 0
+    taken_from: Counter[str] = field(default_factory=Counter)
+    """VMIs it would govern, by the policy that governs them now (NO_POLICY for none)."""
+    kept_by: Counter[str] = field(default_factory=Counter)
+    """VMIs it applies to but would not govern, by the policy that keeps them."""
+    governs_now: int = 0
+    """On UPDATE: the VMIs its current version governs now (of those looked at)."""
+    complete: bool = True
+    """False when the budget ran out: every count is then a lower bound."""
+
+
+def measure_impact(candidate: Policy, policies: PolicyIndex, view: ClusterView, *,
+                   budget_seconds: float,
+                   clock: Callable[[], float] = time.thread_time) -> Impact:
+    """Decide every VMI the candidate applies to, with and without it."""
+    impact = Impact()
+    if not candidate.has_selectors:
+        return impact
+    deadline = clock() + budget_seconds
+    key = precedence_key(candidate, policies.mode)
+    name = candidate.name
+    for number, (vmi_labels, ns_labels) in enumerate(_applicable_vmis(candidate, view)):
+        if number % CHECK_EVERY == CHECK_EVERY - 1 and clock() > deadline:
+            impact.complete = False
+            break
+        impact.matches += 1
+        current = policies.winner(vmi_labels, ns_labels)
+        rival = current
+        if current is not None and current.name == name:  # its old version: who else?
+            impact.governs_now += 1
+            rival = next((policy for policy in policies.applicable(vmi_labels, ns_labels)
+                          if policy.name != name), None)
+        if rival is None or key < precedence_key(rival, policies.mode):
+            impact.governs += 1
+            impact.taken_from[current.name if current is not None else NO_POLICY] += 1
+        else:
+            impact.kept_by[rival.name] += 1
+    return impact
+
+
+def _applicable_vmis(candidate: Policy, view: ClusterView) -> Iterator[tuple[Labels, Labels]]:
+    pairs = candidate.vmi_selector.items()
+    for namespace in view.namespaces_matching(candidate.namespace_selector):
+        ns_labels = view.namespaces[namespace]
+        for _, vmi_labels in view.vmis_by_namespace.get(namespace, ()):
+            if pairs <= vmi_labels.items():
+                yield vmi_labels, ns_labels
+
+
+def impact_warning(impact: Impact, *, name: str, update: bool) -> str:
+    """One warning under the API server's length limit, starting `impact:`."""
+    least = "" if impact.complete else "at least "
+    now = f"; governs {least}{impact.governs_now} now" if update else ""
+    if not impact.matches:
+        return f"impact: matches no VMI now{now}"
+    if not impact.governs:
+        keepers = impact.kept_by.most_common()
+        if len(keepers) == 1:
+            whose = f"{keepers[0][0]} wins {'all ' if impact.matches > 1 else ''}{keepers[0][1]}"
+        else:
+            whose = _listed(keepers, lambda policy, count: f"{policy} wins {count}")
+        return _fit(f"impact: matches {least}{_vmis(impact.matches)} but governs none: {whose}"
+                    f"{now}")
+    sources = _listed(sorted(impact.taken_from.items(), key=lambda item: (-item[1], item[0])),
+                      lambda policy, count: _taken_from(policy, count, name))
+    return _fit(f"impact: would govern {least}{_vmis(impact.governs)} ({sources}); matches "
+                f"{least}{impact.matches}{now}")
+
+
+def _vmis(count: int) -> str:
+    return f"{count} VMI" if count == 1 else f"{count} VMIs"
+
+
+def _taken_from(policy: str, count: int, name: str) -> str:
+    if policy == NO_POLICY:
+        return f"{count} by no policy"
+    if policy == name:
+        return f"{count} it governs already"
+    return f"{count} now governed by {policy}"
+
+
+def _listed(items: list[tuple[str, int]], say: Callable[[str, int], str], most: int = 2) -> str:
+    """The first `most` items said in full, the rest counted."""
+    shown = [say(policy, count) for policy, count in items[:most]]
+    rest = items[most:]
+    if rest:
+        shown.append(f"{sum(count for _, count in rest)} by {len(rest)} other policies")
+    return ", ".join(shown)
+
+
+def _fit(text: str) -> str:
+    return text if len(text) <= MAX_WARNING_LENGTH else text[:MAX_WARNING_LENGTH - 3] + "..."
