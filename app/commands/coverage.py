@@ -1,6 +1,7 @@
 """`coverage`: what each policy of the state governs, which are shadowed or unused, and
 which VMIs only a tie-break decides (`--fail-on` makes any of those an exit 1, for CI)."""
 
+import os
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -8,7 +9,7 @@ from typing import Any
 from app.commands.output import Output, dump
 from app.commands.state import synced_state
 from app.policy.coverage import Coverage, PolicyCoverage, Status, coverage
-from app.settings import Settings
+from app.settings import KUBE_STATE, Settings
 
 EXIT_FAILED_CHECK = 1
 
@@ -89,12 +90,12 @@ def as_text(report: Coverage, settings: Settings, *, per_vmi: bool) -> str:
                         for policy in report.policies)])
     governed = sum(policy.governs for policy in report.policies)
     counts = {status: len(report.in_status(status)) for status in Status}
-    summary = (f"{report.vmi_count} VMIs in {settings.state} (precedence "
-               f"{settings.precedence.value}): {governed} governed by a policy, "
+    summary = (f"{report.vmi_count} VMIs in {_shown(settings.state)} (precedence "
+               f"{settings.precedence.value}):\n{governed} governed by a policy, "
                f"{report.vmi_count - report.without_namespace - governed} by none")
     if report.without_namespace:
         summary += f", {report.without_namespace} in a namespace the state does not hold"
-    summary += (f"; {report.tie_broken} decided by a tie-break.\nPolicies: "
+    summary += (f"; {report.tie_broken} decided by a tie-break.\npolicies: "
                 + ", ".join(f"{count} {status.value}" for status, count in counts.items()))
     parts = [policies if report.policies else "no policies in the cluster state", summary]
     if per_vmi:
@@ -103,6 +104,14 @@ def as_text(report: Coverage, settings: Settings, *, per_vmi: bool) -> str:
                                   vmi.runner_up or "-", "yes" if vmi.tie_break else "no")
                                  for vmi in report.vmis)]))
     return "\n\n".join(parts)
+
+
+def _shown(state: str) -> str:
+    """A state directory relative to the working directory when it is under it."""
+    if state == KUBE_STATE:
+        return "the cluster"
+    relative = os.path.relpath(state)
+    return state if relative.startswith("..") else relative
 
 
 def run_coverage(settings: Settings, *, per_vmi: bool, fail_on: frozenset[str],

@@ -37,6 +37,7 @@ ALERTS = {
     "MigrationPolicyWebhookCertificateExpiring":
         "migration_policy_webhook_certificate_expiry_timestamp_seconds",
     "MigrationPolicyWebhookInternalErrors": "migration_policy_webhook_internal_errors_total",
+    "MigrationPolicyWebhookPoliciesWithoutEffect": "migration_policy_webhook_policies",
 }
 
 Doc = dict[str, Any]

@@ -52,7 +52,8 @@ def test_shown_patch(client: httpx.Client) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    ["lint samples/policies/three-mistakes.yaml", "explain --vmi web-vmi --namespace prod"],
+    ["lint samples/policies/three-mistakes.yaml", "explain --vmi web-vmi --namespace prod",
+     "coverage"],
 )
 def test_shown_command_output(command: str) -> None:
     shown = output_after(f".venv/bin/migration-policy-webhook {command}")

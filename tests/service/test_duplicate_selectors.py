@@ -28,7 +28,7 @@ def test_equal_selectors_warn_and_name_the_winner(
 ) -> None:
     response = post_review(client, VALIDATE, example_review(name))
     assert response["allowed"] is True
-    duplicates = [w for w in response["warnings"] if "my-awesome-policy" in w]
+    duplicates = [w for w in response["warnings"] if w.startswith("spec.selectors equal")]
     assert len(duplicates) == 1
     assert f'"{winner}" takes precedence' in duplicates[0]
     assert all(len(warning) < 120 for warning in response["warnings"])

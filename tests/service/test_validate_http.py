@@ -173,9 +173,11 @@ def test_warnings_reach_the_client(client):
     response = post_review(client, VALIDATE, review)
     assert response["allowed"] is True
     warnings = response["warnings"]
-    assert len(warnings) == 2
+    assert len(warnings) == 3
     assert any("every VMI" in warning for warning in warnings)
     assert any('"512Ki" is below 1Mi' in warning for warning in warnings)
+    # it applies to the 4 sample VMIs, and wins plain-vmi, which no other policy governs
+    assert warnings[-1] == "impact: would govern 1 VMI (1 by no policy); matches 4"
     assert all(len(warning) < 120 for warning in warnings)
 
 
