@@ -5,11 +5,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from app.commands.output import Output, dump
 from app.commands.state import synced_state
+from app.policy.effective import Effective, effective_configuration
 from app.policy.model import Policy
 from app.policy.precedence import Precedence, precedence_key
 from app.settings import Settings
+from app.state import LookupFailed
 
 EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
@@ -149,14 +153,37 @@ def run_explain(
               file=sys.stderr)
         return EXIT_USAGE
     verdicts = explain(state.policies, labels, ns_labels, settings.precedence)
+    winner = verdicts[0].policy if verdicts and verdicts[0].wins else None
+    try:
+        effective: dict[str, Effective] | str = effective_configuration(
+            winner, state.migration_configuration())
+    except LookupFailed as error:
+        effective = f"unknown: {error}"
     if output is not Output.TEXT:
         print(dump({"vmi": subject, "vmiLabels": labels, "namespaceLabels": ns_labels,
                     "precedence": settings.precedence.value,
-                    "policies": verdicts_as_dicts(verdicts)}, output))
+                    "policies": verdicts_as_dicts(verdicts),
+                    "effectiveConfiguration": effective if isinstance(effective, str) else
+                    {name: value.as_dict() for name, value in effective.items()}}, output))
         return 0
     title = (f"VMI {namespace}/{vmi}" if subject else "VMI with the given labels")
     print(f"{title}\n  VMI labels:       {format_labels(labels)}\n"
           f"  namespace labels: {format_labels(ns_labels)}\n"
           f"  precedence:       {settings.precedence.value}\n")
     print(format_verdicts(verdicts) if verdicts else "no policies in the cluster state")
+    print("\nEffective configuration of its migrations:")
+    print(f"  {effective}" if isinstance(effective, str) else format_effective(effective))
     return 0
+
+
+def format_effective(effective: Mapping[str, Effective]) -> str:
+    """Each parameter, its value as the KubeVirt API writes it, and where it comes from."""
+    rows = [("PARAMETER", "VALUE", "SOURCE")]
+    for name, found in effective.items():
+        value = orjson.dumps(found.value).decode() if not isinstance(found.value, str) \
+            else found.value
+        source = f"{found.source} {found.policy}" if found.policy else found.source
+        rows.append((name, value, source))
+    widths = [max(len(row[column]) for row in rows) for column in range(2)]
+    return "\n".join(f"{row[0].ljust(widths[0])}  {row[1].ljust(widths[1])}  {row[2]}"
+                     for row in rows)

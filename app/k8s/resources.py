@@ -73,6 +73,8 @@ VIRTUAL_MACHINE_INSTANCE_MIGRATIONS = Resource(
 VIRTUAL_MACHINE_INSTANCES = Resource(
     group="kubevirt.io", versions=("v1",), kind="VirtualMachineInstance",
     plural="virtualmachineinstances", namespaced=True)
+KUBEVIRTS = Resource(group="kubevirt.io", versions=("v1",), kind="KubeVirt", plural="kubevirts",
+                     namespaced=True)
 NAMESPACES = Resource(group="", versions=("v1",), kind="Namespace", plural="namespaces",
                       namespaced=False)
 

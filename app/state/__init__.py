@@ -2,7 +2,7 @@
 
 import asyncio
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client.registry import Collector
 
@@ -62,6 +62,11 @@ class ClusterState(Protocol):
 
     def all_namespace_labels(self) -> Mapping[str, Mapping[str, str]]:
         """Every cached namespace's labels by name, as `all_vmi_labels`."""
+        ...
+
+    def migration_configuration(self) -> Mapping[str, Any] | None:
+        """`spec.configuration.migrations` of the cluster's KubeVirt CR; None when there is
+        no CR. Blocking (for `explain`, not the webhooks); may raise LookupFailed."""
         ...
 
     def changes(self) -> int:

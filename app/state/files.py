@@ -16,7 +16,12 @@ from typing import Any
 
 from app.k8s.labels import interned
 from app.k8s.manifests import Document, ManifestError, manifest_files, read_documents
-from app.k8s.resources import MIGRATION_POLICIES, NAMESPACES, VIRTUAL_MACHINE_INSTANCES
+from app.k8s.resources import (
+    KUBEVIRTS,
+    MIGRATION_POLICIES,
+    NAMESPACES,
+    VIRTUAL_MACHINE_INSTANCES,
+)
 from app.policy.feature_gates import KNOWN_FEATURE_GATES
 from app.policy.model import Policy
 from app.policy.precedence import PolicyIndex, Precedence
@@ -37,6 +42,8 @@ class Snapshot:
     policies: PolicyIndex
     vmis: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
     namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    migration_configuration: Mapping[str, Any] | None = None
+    """`spec.configuration.migrations` of a KubeVirt manifest, if the directory has one."""
 
 
 def load_snapshot(directory: Path, precedence: Precedence) -> Snapshot:
@@ -56,6 +63,7 @@ def load_snapshot(directory: Path, precedence: Precedence) -> Snapshot:
     policies: list[Policy] = []
     vmis: dict[tuple[str, str], Mapping[str, str]] = {}
     namespaces: dict[str, Mapping[str, str]] = {}
+    kubevirts: list[Document] = []
     for document in documents:
         obj = document.object
         found = obj.get("metadata")
@@ -73,11 +81,33 @@ def load_snapshot(directory: Path, precedence: Precedence) -> Snapshot:
             vmis[(namespace, metadata.get("name", ""))] = labels
         elif document.kind == NAMESPACES.kind and labels is not None:
             namespaces[metadata.get("name", "")] = labels
+        elif document.kind == KUBEVIRTS.kind:
+            kubevirts.append(document)
         elif document.kind in (VIRTUAL_MACHINE_INSTANCES.kind, NAMESPACES.kind):
             problems.append(f"{document.source}: metadata.labels must map strings to strings")
+    migrations = _migration_configuration(kubevirts, problems)
     if problems:
         raise StateError("; ".join(problems))
-    return Snapshot(PolicyIndex(precedence, policies), vmis, namespaces)
+    return Snapshot(PolicyIndex(precedence, policies), vmis, namespaces, migrations)
+
+
+def _migration_configuration(kubevirts: list[Document],
+                             problems: list[str]) -> Mapping[str, Any] | None:
+    """`spec.configuration.migrations` of the one KubeVirt manifest (KubeVirt runs one CR)."""
+    if len(kubevirts) > 1:
+        problems.append(f"{len(kubevirts)} {KUBEVIRTS.kind} manifests "
+                        f"({', '.join(doc.source for doc in kubevirts)}): a cluster has one")
+        return None
+    if not kubevirts:
+        return None
+    found: Any = kubevirts[0].object
+    for key in ("spec", "configuration", "migrations"):
+        found = found.get(key) if isinstance(found, dict) else None
+    if found is not None and not isinstance(found, dict):
+        problems.append(f"{kubevirts[0].source}: spec.configuration.migrations must be an "
+                        f"object, got {type(found).__name__}")
+        return None
+    return found or {}
 
 
 def _labels(metadata: Mapping[str, object]) -> dict[str, str] | None:
@@ -130,6 +160,9 @@ class DirectoryState:
 
     def changes(self) -> int:
         return self._loads
+
+    def migration_configuration(self) -> Mapping[str, Any] | None:
+        return self._snapshot.migration_configuration
 
     def all_vmi_labels(self) -> Mapping[tuple[str, str], Mapping[str, str]]:
         return self._snapshot.vmis

@@ -24,7 +24,13 @@ from typing import Any, TypeVar
 import urllib3
 from prometheus_client.registry import Collector
 
-from app.k8s.resources import MIGRATION_POLICIES, NAMESPACES, VIRTUAL_MACHINE_INSTANCES, Resource
+from app.k8s.resources import (
+    KUBEVIRTS,
+    MIGRATION_POLICIES,
+    NAMESPACES,
+    VIRTUAL_MACHINE_INSTANCES,
+    Resource,
+)
 from app.policy.precedence import PolicyIndex, Precedence
 from app.settings import Settings
 from app.state import LookupFailed, on_event_loop
@@ -117,6 +123,28 @@ class KubeState:
         if labels is None:
             labels = self._look_up(self._vmis, key, VIRTUAL_MACHINE_INSTANCES, name, namespace)
         return labels
+
+    def migration_configuration(self) -> Mapping[str, Any] | None:
+        """One LIST of the KubeVirt CRs (there is one; none, or no such resource, where
+        KubeVirt is not installed)."""
+        try:
+            found = self._api.get_json(KUBEVIRTS.list_path, timeout=urllib3.Timeout(total=10.0))
+        except ApiError as error:
+            if error.code == 404:
+                return None
+            resource = KUBEVIRTS.group_resource
+            hint = (f": the user needs the list permission on {resource} (check: kubectl auth "
+                    f"can-i list {resource} -A)" if error.refused else "")
+            raise LookupFailed(f"listing {resource} failed: {error}{hint}") from error
+        except TransportErrors as error:
+            raise LookupFailed(f"listing {KUBEVIRTS.plural} failed: {error}") from error
+        items = sorted((item for item in found.get("items") or [] if isinstance(item, dict)),
+                       key=_namespaced_name)
+        if not items:
+            return None
+        migrations = (((items[0].get("spec") or {}).get("configuration") or {})
+                      .get("migrations"))
+        return migrations if isinstance(migrations, dict) else {}
 
     def changes(self) -> int:
         return self._policies.changes + self._vmis.changes + self._namespaces.changes
@@ -215,6 +243,11 @@ class KubeState:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _namespaced_name(obj: Mapping[str, Any]) -> tuple[str, str]:
+    metadata = obj.get("metadata") or {}
+    return str(metadata.get("namespace", "")), str(metadata.get("name", ""))
 
 
 def _why(error: Exception, timeout: float) -> str:

@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from tests.support.service import run_cli
+from tests.support.service import SAMPLE_CLUSTER, run_cli
 
 
 def rows(output: str) -> dict[str, list[str]]:
@@ -14,6 +14,8 @@ def rows(output: str) -> dict[str, list[str]]:
     header = next(i for i, line in enumerate(lines) if line.startswith("POLICY"))
     table = {}
     for line in lines[header + 1:]:
+        if not line:  # the effective configuration follows
+            break
         name, applies, score, decision = line.split(maxsplit=3)
         table[name] = [applies, score, decision]
     return table
@@ -93,7 +95,9 @@ def test_explain_for_programs(output: str) -> None:
                      "reason": "highest score (5, next is 4)"}
     assert second["name"] == "my-awesome-policy"
     assert (second["applies"], second["wins"]) == (True, False)
-    assert len(document["policies"]) == 4
+    assert len(document["policies"]) == 5
+    assert document["effectiveConfiguration"]["progressTimeout"] == {"value": 300,
+                                                                     "source": "cluster"}
 
 
 def test_explain_labels_for_programs() -> None:
@@ -105,3 +109,66 @@ def test_explain_labels_for_programs() -> None:
                                                                     {"env": "prod"})
     assert [entry["name"] for entry in document["policies"] if entry["wins"]] == [
         "web-app-policy"]
+
+
+def effective_rows(output: str) -> dict[str, tuple[str, str]]:
+    """The effective configuration's rows by parameter: (value, source)."""
+    lines = output.splitlines()
+    header = lines.index("PARAMETER                VALUE  SOURCE")
+    return {name: (value, source) for name, value, source in
+            (line.split(maxsplit=2) for line in lines[header + 1:])}
+
+
+def test_the_effective_configuration_names_each_parameter_s_source() -> None:
+    """The sample cluster's KubeVirt CR sets completionTimeoutPerGiB 800, progressTimeout 300
+    and bandwidthPerMigration 128Mi; web-app-policy sets bandwidth and auto-converge."""
+    result = run_cli("explain", "--vmi", "web-vmi", "--namespace", "prod")
+    assert result.returncode == 0, result.stderr
+    assert effective_rows(result.stdout) == {
+        "bandwidthPerMigration": ("64Mi", "policy web-app-policy"),
+        "completionTimeoutPerGiB": ("800", "cluster"),
+        "progressTimeout": ("300", "cluster"),
+        "allowAutoConverge": ("true", "policy web-app-policy"),
+        "allowPostCopy": ("false", "default"),
+        "allowWorkloadDisruption": ("false", "default"),
+    }
+
+
+def test_without_a_kubevirt_manifest_the_defaults_apply(tmp_path) -> None:
+    for name in ("namespaces.yaml", "vmis.yaml", "policies.yaml"):
+        (tmp_path / name).write_text((SAMPLE_CLUSTER / name).read_text())
+    result = run_cli("explain", "--vmi", "plain-vmi", "--namespace", "default", "--state",
+                     str(tmp_path), "-o", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["effectiveConfiguration"] == {
+        "bandwidthPerMigration": {"value": "0", "source": "default"},
+        "completionTimeoutPerGiB": {"value": 150, "source": "default"},
+        "progressTimeout": {"value": 150, "source": "default"},
+        "allowAutoConverge": {"value": False, "source": "default"},
+        "allowPostCopy": {"value": False, "source": "default"},
+        "allowWorkloadDisruption": {"value": False, "source": "default"},
+    }
+
+
+def test_a_policy_s_post_copy_sets_workload_disruption_and_the_cluster_the_rest(tmp_path) -> None:
+    for name in ("namespaces.yaml", "vmis.yaml", "policies.yaml", "kubevirt.yaml"):
+        (tmp_path / name).write_text((SAMPLE_CLUSTER / name).read_text())
+    result = run_cli("explain", "--vmi", "gold-db-vmi", "--namespace", "hpc", "--state",
+                     str(tmp_path), "-o", "yaml")
+    effective = yaml.safe_load(result.stdout)["effectiveConfiguration"]
+    assert effective["allowPostCopy"] == {"value": True, "source": "policy",
+                                          "policy": "gold-tier-db-policy"}
+    assert effective["allowWorkloadDisruption"] == effective["allowPostCopy"]
+    assert effective["completionTimeoutPerGiB"] == {"value": 800, "source": "policy",
+                                                    "policy": "gold-tier-db-policy"}
+    assert effective["progressTimeout"] == {"value": 300, "source": "cluster"}
+
+
+def test_two_kubevirt_manifests_are_refused(tmp_path) -> None:
+    for name in ("namespaces.yaml", "vmis.yaml", "policies.yaml"):
+        (tmp_path / name).write_text((SAMPLE_CLUSTER / name).read_text())
+    kubevirt = (SAMPLE_CLUSTER / "kubevirt.yaml").read_text()
+    (tmp_path / "kubevirt.yaml").write_text(kubevirt + "---\n" + kubevirt)
+    result = run_cli("explain", "--vmi", "plain-vmi", "--state", str(tmp_path))
+    assert result.returncode == 2
+    assert "2 KubeVirt manifests" in result.stderr
