@@ -1,7 +1,6 @@
 """What each policy governs (contract §3, issue 20): the indexed pass against a plain scan."""
 
 from collections import Counter
-from collections.abc import Mapping
 
 import pytest
 from hypothesis import given, settings
@@ -9,33 +8,8 @@ from hypothesis import strategies as st
 
 from app.policy.coverage import Coverage, Status, coverage
 from app.policy.model import Policy
-from app.policy.precedence import PolicyIndex, Precedence, precedence_key
-
-VmiKey = tuple[str, str]
-
-
-def by_scan(policies: list[Policy], vmis: Mapping[VmiKey, Mapping[str, str]],
-            namespaces: Mapping[str, Mapping[str, str]], mode: Precedence) -> dict[str, dict]:
-    """The plain definition: every policy checked against every VMI."""
-    shares: dict[str, dict] = {policy.name: {"governs": 0, "matches": 0, "tieBreaks": 0,
-                                             "beatenBy": Counter()} for policy in policies}
-    for (namespace, _), labels in vmis.items():
-        if namespace not in namespaces:
-            continue
-        applicable = sorted((policy for policy in policies
-                             if policy.applies_to(labels, namespaces[namespace])),
-                            key=lambda policy: precedence_key(policy, mode))
-        if not applicable:
-            continue
-        winner = applicable[0]
-        shares[winner.name]["governs"] += 1
-        if len(applicable) > 1 and applicable[1].score == winner.score:
-            shares[winner.name]["tieBreaks"] += 1
-        for policy in applicable:
-            shares[policy.name]["matches"] += 1
-            if policy is not winner:
-                shares[policy.name]["beatenBy"][winner.name] += 1
-    return shares
+from app.policy.precedence import PolicyIndex, Precedence
+from tests.support.coverage_oracle import coverage_by_scan, decisions_by_scan
 
 
 def as_shares(report: Coverage) -> dict[str, dict]:
@@ -66,7 +40,7 @@ def test_the_indexed_pass_counts_what_a_plain_scan_counts(
     state = {(namespace, f"vmi-{i}"): vmi_labels for i, (namespace, vmi_labels)
              in enumerate(vmis)}
     report = coverage(PolicyIndex(mode, made), state.items(), namespaces, per_vmi=True)
-    expected = by_scan(made, state, namespaces, mode)
+    expected = coverage_by_scan(made, state, namespaces, mode)
     assert as_shares(report) == expected
     assert report.vmi_count == len(state)
     assert report.without_namespace == sum(namespace == "gone" for namespace, _ in state)
@@ -77,6 +51,8 @@ def test_the_indexed_pass_counts_what_a_plain_scan_counts(
                   else Status.ACTIVE if counts["governs"] else
                   Status.SHADOWED if counts["matches"] else Status.UNUSED)
         assert share.status is wanted
+    assert {(vmi.namespace, vmi.name): (vmi.winner, vmi.runner_up, vmi.tie_break)
+            for vmi in report.vmis} == decisions_by_scan(made, state, namespaces, mode)
     decided = [vmi for vmi in report.vmis if vmi.winner is not None]
     assert len(decided) == sum(counts["governs"] for counts in expected.values())
     assert sum(vmi.tie_break for vmi in report.vmis) == report.tie_broken
