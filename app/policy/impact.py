@@ -63,7 +63,8 @@ class Impact:
     kept_by: Counter[str] = field(default_factory=Counter)
     """VMIs it applies to but would not govern, by the policy that keeps them."""
     governs_now: int = 0
-    """On UPDATE: the VMIs its current version governs now (of those looked at)."""
+    """On UPDATE: the VMIs its stored version (the policy of its name) governs now,
+    wherever they are: a change of selectors may move it to other VMIs."""
     complete: bool = True
     """False when the budget ran out: every count is then a lower bound."""
 
@@ -71,11 +72,31 @@ class Impact:
 def measure_impact(candidate: Policy, policies: PolicyIndex, view: ClusterView, *,
                    budget_seconds: float,
                    clock: Callable[[], float] = time.thread_time) -> Impact:
-    """Decide every VMI the candidate applies to, with and without it."""
+    """Decide every VMI the candidate applies to, with and without it; then count the
+    VMIs its stored version governs among those it no longer applies to."""
     impact = Impact()
-    if not candidate.has_selectors:
-        return impact
     deadline = clock() + budget_seconds
+    name = candidate.name
+    if candidate.has_selectors:
+        _measure_matches(impact, candidate, policies, view, deadline, clock)
+    stored = policies.get(name)
+    if (impact.complete and stored is not None and stored.has_selectors
+            and (not candidate.has_selectors
+                 or stored.selectors_key() != candidate.selectors_key())):
+        for number, (vmi_labels, ns_labels) in enumerate(_applicable_vmis(stored, view)):
+            if number % CHECK_EVERY == CHECK_EVERY - 1 and clock() > deadline:
+                impact.complete = False
+                break
+            if candidate.applies_to(vmi_labels, ns_labels):
+                continue  # counted above
+            current = policies.winner(vmi_labels, ns_labels)
+            if current is not None and current.name == name:
+                impact.governs_now += 1
+    return impact
+
+
+def _measure_matches(impact: Impact, candidate: Policy, policies: PolicyIndex,
+                     view: ClusterView, deadline: float, clock: Callable[[], float]) -> None:
     key = precedence_key(candidate, policies.mode)
     name = candidate.name
     for number, (vmi_labels, ns_labels) in enumerate(_applicable_vmis(candidate, view)):
@@ -94,7 +115,6 @@ def measure_impact(candidate: Policy, policies: PolicyIndex, view: ClusterView, 
             impact.taken_from[current.name if current is not None else NO_POLICY] += 1
         else:
             impact.kept_by[rival.name] += 1
-    return impact
 
 
 def _applicable_vmis(candidate: Policy, view: ClusterView) -> Iterator[tuple[Labels, Labels]]:
