@@ -239,5 +239,5 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "coverage":
         return run_coverage(settings, per_vmi=args.vmis, fail_on=parse_fail_on(args.fail_on),
                             output=Output(args.output))
-    run_service(settings, open_state(settings))
+    run_service(settings, open_state(settings, check_stamps=True))
     return 0

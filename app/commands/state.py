@@ -11,11 +11,13 @@ from app.state.files import DirectoryState, StateError
 SYNC_TIMEOUT_SECONDS = 30.0
 
 
-def open_state(settings: Settings) -> ClusterState:
+def open_state(settings: Settings, *, check_stamps: bool = False) -> ClusterState:
+    """The state of `--state`; `check_stamps`: with `--state kube`, also follow migrations
+    and check their stamps against KubeVirt's choice (what `serve` does)."""
     if settings.state == KUBE_STATE:
         from app.state.kube import KubeState
 
-        return KubeState.from_settings(settings)
+        return KubeState.from_settings(settings, check_stamps=check_stamps)
     return DirectoryState(Path(settings.state), settings.precedence)
 
 

@@ -28,6 +28,7 @@ from app.k8s.resources import (
     KUBEVIRTS,
     MIGRATION_POLICIES,
     NAMESPACES,
+    VIRTUAL_MACHINE_INSTANCE_MIGRATIONS,
     VIRTUAL_MACHINE_INSTANCES,
     Resource,
 )
@@ -38,6 +39,7 @@ from app.state.kube_api import ApiError, KubeApi, TransportErrors, object_accept
 from app.state.lookups import DirectLookups, LookupLimits
 from app.state.metrics import StateCollector, StateFigures, unix_time
 from app.state.reflector import Reflector
+from app.state.stamp_checks import Reasons, StampChecks
 from app.state.stores import LabelStore, PolicyStore, labels_of, name_key, namespaced_key
 
 log = logging.getLogger(__name__)
@@ -54,8 +56,10 @@ class KubeState:
     def __init__(
         self, api: KubeApi, precedence: Precedence, *, page_size: int = 500,
         watch_idle_timeout: float = 90.0, max_staleness: float = 300.0,
-        lookup_limits: LookupLimits | None = None,
+        lookup_limits: LookupLimits | None = None, stamp_prefix: str | None = None,
     ) -> None:
+        """`stamp_prefix`: check migrations stamped with this annotation prefix against
+        KubeVirt's choice (the service does; the one-shot commands do not)."""
         self._api = api
         self._max_staleness = max_staleness
         self._stop = threading.Event()
@@ -71,18 +75,29 @@ class KubeState:
         ]
         self._lookups = DirectLookups((VIRTUAL_MACHINE_INSTANCES.plural, NAMESPACES.plural),
                                       lookup_limits)
+        self.stamp_checks: StampChecks | None = None
+        self._followers: list[Reflector] = []
+        """Reflectors that neither readiness nor freshness waits for."""
+        if stamp_prefix is not None:
+            self.stamp_checks = StampChecks(
+                prefix=stamp_prefix, fetch_vmi_status=self._vmi_status,
+                explain=Reasons(self._vmis, self._namespaces, self._policies, precedence))
+            self._followers.append(Reflector(
+                api, VIRTUAL_MACHINE_INSTANCE_MIGRATIONS, self.stamp_checks, self._stop,
+                page_size=page_size, idle_timeout=watch_idle_timeout))
         self._threads: list[threading.Thread] = []
         self._started_at = time.monotonic()
         self._stale: str | None = None
         self._ready = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "KubeState":
+    def from_settings(cls, settings: Settings, *, check_stamps: bool = False) -> "KubeState":
         """Configured from `--kubeconfig`, or in-cluster; raises KubeConfigError."""
         return cls(KubeApi.from_kubeconfig(settings.kubeconfig, settings.kube_context),
                    settings.precedence,
                    watch_idle_timeout=settings.watch_idle_timeout,
-                   max_staleness=settings.max_staleness)
+                   max_staleness=settings.max_staleness,
+                   stamp_prefix=settings.annotation_prefix if check_stamps else None)
 
     @property
     def policies(self) -> PolicyIndex:
@@ -100,21 +115,27 @@ class KubeState:
 
     def counts(self) -> dict[str, int]:
         """How many objects of each kind the cache holds."""
-        return {MIGRATION_POLICIES.plural: len(self._policies),
-                VIRTUAL_MACHINE_INSTANCES.plural: len(self._vmis),
-                NAMESPACES.plural: len(self._namespaces)}
+        counts = {MIGRATION_POLICIES.plural: len(self._policies),
+                  VIRTUAL_MACHINE_INSTANCES.plural: len(self._vmis),
+                  NAMESPACES.plural: len(self._namespaces)}
+        if self.stamp_checks is not None:  # the migrations in flight
+            counts[VIRTUAL_MACHINE_INSTANCE_MIGRATIONS.plural] = len(self.stamp_checks)
+        return counts
 
     def collector(self) -> Collector:
         return StateCollector(self._figures)
 
     def _figures(self) -> StateFigures:
+        reflectors = [*self._reflectors, *self._followers]
         return StateFigures(
             objects=self.counts(),
             last_sync={reflector.name: unix_time(reflector.confirmed_at)
-                       for reflector in self._reflectors},
-            watch_restarts={(reflector.name, reason): count for reflector in self._reflectors
+                       for reflector in reflectors},
+            watch_restarts={(reflector.name, reason): count for reflector in reflectors
                             for reason, count in reflector.restarts.items()},
             direct_gets=self._lookups.counts(),
+            stamp_checks=(dict(self.stamp_checks.counts) if self.stamp_checks is not None
+                          else None),
         )
 
     def vmi_labels(self, namespace: str, name: str) -> Mapping[str, str] | None:
@@ -123,6 +144,27 @@ class KubeState:
         if labels is None:
             labels = self._look_up(self._vmis, key, VIRTUAL_MACHINE_INSTANCES, name, namespace)
         return labels
+
+    def _vmi_status(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """A VMI's status, by a bounded direct GET (the cache keeps labels only)."""
+        path = VIRTUAL_MACHINE_INSTANCES.object_path(name, namespace)
+
+        def get(timeout: float) -> Mapping[str, Any] | None:
+            try:
+                vmi = self._api.get_json(path, timeout=urllib3.Timeout(total=timeout))
+            except ApiError as error:
+                if error.code == 404:
+                    return None
+                raise LookupFailed(refusal(error, "get", VIRTUAL_MACHINE_INSTANCES)
+                                   if error.refused else str(error)) from error
+            except TransportErrors as error:
+                raise LookupFailed(_why(error, timeout)) from error
+            status = vmi.get("status")
+            return status if isinstance(status, dict) else {}
+
+        return self._lookups.look_up(VIRTUAL_MACHINE_INSTANCES.plural,
+                                     ("status", namespace, name), get, on_loop=False,
+                                     what=f"the status of VMI {namespace}/{name}")
 
     def migration_configuration(self) -> Mapping[str, Any] | None:
         """One LIST of the KubeVirt CRs (there is one; none, or no such resource, where
@@ -225,7 +267,8 @@ class KubeState:
 
     async def start(self) -> None:
         self._started_at = time.monotonic()
-        bodies = [(reflector.run, f"watch-{reflector.name}") for reflector in self._reflectors]
+        bodies = [(reflector.run, f"watch-{reflector.name}")
+                  for reflector in (*self._reflectors, *self._followers)]
         bodies.append((self._watch_freshness, "state-freshness"))
         for body, name in bodies:
             thread = threading.Thread(target=body, name=name, daemon=True)
@@ -234,7 +277,7 @@ class KubeState:
 
     async def stop(self) -> None:
         self._stop.set()
-        for reflector in self._reflectors:
+        for reflector in (*self._reflectors, *self._followers):
             reflector.close()
         await asyncio.to_thread(self._join)
         self._api.close()

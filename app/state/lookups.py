@@ -18,13 +18,14 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, Generic, NoReturn, TypeVar
 
 from app.state import LookupFailed, WouldBlock
 
 log = logging.getLogger(__name__)
 
-Labels = Mapping[str, str]
+Found = TypeVar("Found", bound=Mapping[str, Any])
+"""What a GET finds: the labels of an object, or what else a caller reads of it."""
 
 FOUND = "found"
 NOT_FOUND = "not_found"
@@ -83,12 +84,12 @@ class TokenBucket:
         return True
 
 
-class _Flight:
+class _Flight(Generic[Found]):
     """One GET in progress, and its answer for the lookups waiting on it."""
 
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.labels: Labels | None = None
+        self.found: Found | None = None
         self.error: LookupFailed | None = None
 
 
@@ -100,7 +101,7 @@ class DirectLookups:
         self._lock = threading.Lock()
         self._bucket = TokenBucket(self.limits.rate, self.limits.burst)
         self._active = 0
-        self._flights: dict[tuple[str, Hashable], _Flight] = {}
+        self._flights: dict[tuple[str, Hashable], _Flight[Any]] = {}
         self._absent: dict[tuple[str, Hashable], float] = {}
         """Not-found answers by (resource, key): until when, in insertion (= expiry) order."""
         self._counts = {(resource, result): 0 for resource in resources for result in RESULTS}
@@ -113,9 +114,9 @@ class DirectLookups:
             return dict(self._counts)
 
     def look_up(
-        self, resource: str, key: Hashable, get: Callable[[float], Labels | None], *,
+        self, resource: str, key: Hashable, get: Callable[[float], Found | None], *,
         on_loop: bool, what: str,
-    ) -> Labels | None:
+    ) -> Found | None:
         """`get(timeout)`'s answer for `key`, within the limits; None if it does not exist.
 
         Raises WouldBlock when `on_loop` and a GET (or waiting for one) is needed, and
@@ -139,7 +140,7 @@ class DirectLookups:
                 if not self._may_start() or not self._bucket.take():
                     flight = None
                 else:
-                    flight = self._flights[cache_key] = _Flight()
+                    flight = self._flights[cache_key] = _Flight[Found]()
                     self._active += 1
         if flight is None:
             self._refused(resource)
@@ -150,10 +151,10 @@ class DirectLookups:
     def _may_start(self) -> bool:
         return self._active < self.limits.concurrency and self._bucket.available()
 
-    def _lead(self, resource: str, cache_key: tuple[str, Hashable], flight: _Flight,
-              get: Callable[[float], Labels | None]) -> Labels | None:
+    def _lead(self, resource: str, cache_key: tuple[str, Hashable], flight: _Flight[Found],
+              get: Callable[[float], Found | None]) -> Found | None:
         try:
-            flight.labels = get(self.limits.timeout)
+            flight.found = get(self.limits.timeout)
         except LookupFailed as error:
             flight.error = error
             self._count(resource, ERROR)
@@ -166,19 +167,19 @@ class DirectLookups:
                 del self._flights[cache_key]
                 self._active -= 1
             flight.done.set()
-        if flight.labels is None:
+        if flight.found is None:
             self._remember_absent(cache_key)
-        self._count(resource, NOT_FOUND if flight.labels is None else FOUND)
-        return flight.labels
+        self._count(resource, NOT_FOUND if flight.found is None else FOUND)
+        return flight.found
 
-    def _wait(self, resource: str, flight: _Flight) -> Labels | None:
+    def _wait(self, resource: str, flight: _Flight[Found]) -> Found | None:
         if not flight.done.wait(self.limits.timeout):
             self._count(resource, ERROR)
             raise LookupFailed(f"the API did not answer within {self.limits.timeout:g} s")
         self._count(resource, COALESCED)
         if flight.error is not None:
             raise LookupFailed(str(flight.error))
-        return flight.labels
+        return flight.found
 
     def _remember_absent(self, cache_key: tuple[str, Hashable]) -> None:
         now = time.monotonic()

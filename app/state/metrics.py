@@ -27,6 +27,9 @@ class StateFigures:
     """Watches ended by (resource, reason); None for a source without watches."""
     direct_gets: Mapping[tuple[str, str], int] | None = None
     """Direct lookups by (resource, result); None for a source without them."""
+    stamp_checks: Mapping[str, int] | None = None
+    """Migrations whose stamp was compared with KubeVirt's choice, by result; None for a
+    source that does not check them."""
 
 
 def unix_time(monotonic: float | None) -> float:
@@ -67,6 +70,14 @@ class StateCollector(Collector):
                 "direct_gets", "Lookups of objects missing from the cache, by resource and "
                 "result (found, not_found, error: a GET was made; rate_limited, "
                 "negative_cached, coalesced: none was).", "result", figures.direct_gets)
+        if figures.stamp_checks is not None:
+            checks = CounterMetricFamily(
+                PREFIX + "stamp_checks", "Migrations whose stamp was compared with the policy "
+                "KubeVirt applied: agree, disagree, unstamped (no stamp, a policy applied), "
+                "no-policy (neither).", labels=["result"])
+            for result, count in figures.stamp_checks.items():
+                checks.add_metric([result], count)
+            yield checks
 
 
 def _counter(name: str, documentation: str, label: str,

@@ -70,6 +70,9 @@ class LabelStore(Generic[K]):
         self.changes = 0
         """Bumped when the labels of an object change, or one comes or goes (not for
         updates that leave the labels as they were: VMIs are updated all the time)."""
+        self.changed_at: dict[K, float] = {}
+        """When a watch event last changed an object's labels (Unix time), for the stamp
+        checks' reasons; an object deleted is forgotten."""
 
     def __len__(self) -> int:
         return len(self._labels)
@@ -133,12 +136,14 @@ class LabelStore(Generic[K]):
                 self._fetched.pop(key, None)
                 self._pending.pop(key, None)
         if event_type == DELETED:
+            self.changed_at.pop(key, None)
             if self._labels.pop(key, None) is not None:
                 self.changes += 1
         else:
             labels = labels_of(obj)
             if self._labels.get(key) != labels:
                 self._labels[key] = labels
+                self.changed_at[key] = time.time()
                 self.changes += 1
 
 
@@ -154,6 +159,9 @@ class PolicyStore:
         self.index = PolicyIndex(precedence)
         self.changes = 0
         """Bumped at every relist and event."""
+        self.events: dict[str, tuple[float, str]] = {}
+        """By policy name: when a watch event last created, changed or deleted it (Unix
+        time), and which of the three, for the stamp checks' reasons."""
 
     def __len__(self) -> int:
         return len(self.index)
@@ -167,6 +175,7 @@ class PolicyStore:
 
     def apply(self, event_type: str, obj: Object) -> None:
         self.changes += 1
+        self.events[name_key(obj)] = (time.time(), _POLICY_EVENTS.get(event_type, "changed"))
         if event_type == DELETED:
             self.index.remove(name_key(obj))
             return
@@ -175,6 +184,9 @@ class PolicyStore:
             self.index.remove(name_key(obj))
         else:
             self.index.put(policy)
+
+
+_POLICY_EVENTS = {"ADDED": "created", "MODIFIED": "changed", DELETED: "deleted"}
 
 
 def _valid_policy(obj: Object) -> Policy | None:

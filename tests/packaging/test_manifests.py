@@ -495,10 +495,10 @@ def test_kustomize_builds_the_workload_without_the_webhook_configurations() -> N
         "migration-policy-webhook:0.1.0")
 
 
-# RBAC: no more than get/list/watch on three resources.
+# RBAC: no more than get/list/watch on three resources, and list/watch on migrations.
 
 
-def test_rbac_grants_only_reading_the_three_resources() -> None:
+def test_rbac_grants_only_reading_the_four_resources() -> None:
     role = one("rbac.yaml", "ClusterRole")
     assert role["metadata"]["name"] == NAME
     granted = set()
@@ -510,7 +510,11 @@ def test_rbac_grants_only_reading_the_three_resources() -> None:
         granted |= {(group, resource) for group in rule["apiGroups"]
                     for resource in rule["resources"]}
     assert granted == {("migrations.kubevirt.io", "migrationpolicies"),
-                       ("kubevirt.io", "virtualmachineinstances"), ("", "namespaces")}
+                       ("kubevirt.io", "virtualmachineinstances"), ("", "namespaces"),
+                       ("kubevirt.io", "virtualmachineinstancemigrations")}
+    migrations = [rule for rule in role["rules"]
+                  if "virtualmachineinstancemigrations" in rule["resources"]]
+    assert [sorted(rule["verbs"]) for rule in migrations] == [["list", "watch"]]
 
 
 def test_rbac_binds_the_role_to_the_service_account() -> None:

@@ -38,6 +38,7 @@ ALERTS = {
         "migration_policy_webhook_certificate_expiry_timestamp_seconds",
     "MigrationPolicyWebhookInternalErrors": "migration_policy_webhook_internal_errors_total",
     "MigrationPolicyWebhookPoliciesWithoutEffect": "migration_policy_webhook_policies",
+    "MigrationPolicyWebhookStampsDisagree": "migration_policy_webhook_stamp_checks_total",
 }
 
 Doc = dict[str, Any]
