@@ -25,7 +25,6 @@ from tests.support.kubeapi import (
 )
 from tests.support.live_cluster import (
     DEADLINE,
-    PREFIX,
     Decision,
     db_policy,
     decide,
@@ -36,65 +35,6 @@ from tests.support.live_cluster import (
     webhook,
 )
 from tests.support.service import REPO, free_port
-
-
-def test_policy_created_changed_and_deleted_changes_the_next_decisions(tmp_path, api):
-    seed(api)
-    with webhook(tmp_path, api) as (_, client):
-        assert decide(client, "hpc", "db") == Decision({})
-
-        api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"},
-                                              bandwidthPerMigration="64Mi"))
-        assert wait_for(policy_of(client, "hpc", "db"), "db") == "db"
-        assert decide(client, "hpc", "db").annotations[PREFIX + "bandwidthPerMigration"] == "64Mi"
-
-        api.update(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"},
-                                              bandwidthPerMigration="1Gi"))
-        bandwidth = wait_for(
-            lambda: decide(client, "hpc", "db").annotations.get(PREFIX + "bandwidthPerMigration"),
-            "1Gi")
-        assert bandwidth == "1Gi"
-
-        api.create(MIGRATION_POLICIES, policy(
-            "gold-db", namespace_selector={"env": "prod"},
-            vmi_selector={"app": "db", "tier": "gold"}, allowPostCopy=True))
-        assert wait_for(policy_of(client, "hpc", "db"), "gold-db") == "gold-db"
-        gold = decide(client, "hpc", "db").annotations
-        assert gold[PREFIX + "allowPostCopy"] == "true"
-        assert PREFIX + "bandwidthPerMigration" not in gold
-        assert decide(client, "hpc", "web").policy is None
-
-        api.delete(MIGRATION_POLICIES, "gold-db")
-        assert wait_for(policy_of(client, "hpc", "db"), "db") == "db"
-        api.delete(MIGRATION_POLICIES, "db")
-        assert wait_for(policy_of(client, "hpc", "db"), None) is None
-        assert decide(client, "hpc", "db") == Decision({})
-
-
-def test_label_changes_and_deletions_of_vmis_and_namespaces(tmp_path, api):
-    seed(api)
-    api.create(MIGRATION_POLICIES, policy("prod", namespace_selector={"env": "prod"}))
-    api.create(MIGRATION_POLICIES, policy("web", vmi_selector={"app": "web"},
-                                          namespace_selector={"env": "prod"}))
-    with webhook(tmp_path, api) as (_, client):
-        assert decide(client, "hpc", "db").policy == "prod"
-        assert decide(client, "hpc", "web").policy == "web"
-
-        api.update(VMIS, vmi("hpc", "web", {"app": "api"}))
-        assert wait_for(policy_of(client, "hpc", "web"), "prod") == "prod"
-
-        api.update(NAMESPACES, namespace("hpc", {"env": "dev"}))
-        assert wait_for(policy_of(client, "hpc", "db"), None) is None
-
-        api.delete(VMIS, "db", "hpc")
-        gone = wait_for(lambda: decide(client, "hpc", "db"), lambda d: bool(d.warnings))
-        assert gone.annotations == {}
-        assert gone.warnings == ["no migration policy applied: VMI 'db' not found in "
-                                 "namespace 'hpc'"]
-
-        api.delete(NAMESPACES, "hpc")
-        orphan = wait_for(lambda: decide(client, "hpc", "web"), lambda d: bool(d.warnings))
-        assert orphan.warnings == ["no migration policy applied: namespace 'hpc' not found"]
 
 
 @pytest.mark.parametrize("failing", RESOURCES, ids=lambda resource: resource.plural)
@@ -205,8 +145,12 @@ def test_bookmarks_move_the_resume_point(tmp_path, api):
         assert list_count(api, MIGRATION_POLICIES) == policy_lists
 
 
-@pytest.mark.parametrize("history", ["kept", "lost"])
-def test_recovers_when_the_api_server_restarts(tmp_path, api, history):
+def test_recovers_when_the_api_server_restarts_with_its_history_kept(tmp_path, api):
+    """A restart after which the watches can resume where they were (another replica of an
+    HA API server, with the history): no relist. A single real kube-apiserver starts its
+    watch cache afresh and answers such a resume 410, so this needs the stand-in; the
+    restart that loses the history is tests/cluster/test_live_cluster.py's, and serving the
+    last known state meanwhile tests/cluster/test_kube_state_live.py's."""
     seed(api)
     with webhook(tmp_path, api) as (_, client):
         assert decide(client, "hpc", "db").policy is None
@@ -217,14 +161,10 @@ def test_recovers_when_the_api_server_restarts(tmp_path, api, history):
         assert client.get("/readyz").status_code == 200
         assert decide(client, "hpc", "db") == Decision({})
         api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
-        if history == "lost":
-            api.compact()
         api.start()
 
         assert wait_for(policy_of(client, "hpc", "db"), "db") == "db"
-        expected_lists = lists + 1 if history == "lost" else lists
-        assert wait_for(lambda: list_count(api, MIGRATION_POLICIES), expected_lists) == \
-            expected_lists
+        assert wait_for(lambda: list_count(api, MIGRATION_POLICIES), lists) == lists
 
 
 def test_a_vmi_created_just_before_its_migration_is_fetched_directly(tmp_path, api):
@@ -289,23 +229,6 @@ def test_a_direct_get_does_not_hold_up_other_requests(tmp_path, api):
             # A failure is not remembered: the next migration asks again, and finds it.
             assert decide(client, "hpc", "new-db").policy == "db"
         assert len(api.calls("get", VMIS)) == 2
-
-
-def test_an_invalid_policy_in_the_cluster_is_left_out(tmp_path, api):
-    seed(api, db_policy())
-    api.create(MIGRATION_POLICIES, policy("broken", vmi_selector={"app": "db", "tier": "gold"},
-                                          bandwidthPerMigration="-1Gi"))
-    with webhook(tmp_path, api) as (service, client):
-        assert decide(client, "hpc", "db").policy == "db"
-        assert "MigrationPolicy 'broken' is invalid and is ignored" in service.log()
-
-        api.update(MIGRATION_POLICIES, policy("broken", vmi_selector={"app": "db",
-                                                                      "tier": "gold"}))
-        assert wait_for(policy_of(client, "hpc", "db"), "broken") == "broken"
-        api.update(MIGRATION_POLICIES, policy("broken", vmi_selector={"app": "db",
-                                                                      "tier": "gold"},
-                                              completionTimeoutPerGiB="soon"))
-        assert wait_for(policy_of(client, "hpc", "db"), "db") == "db"
 
 
 def test_a_large_list_is_read_in_pages(tmp_path, api):

@@ -8,7 +8,6 @@ resource version", within --watch-idle-timeout + 1 s after a stream goes silent.
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import pytest
@@ -197,29 +196,3 @@ def test_a_forbidden_list_or_watch_names_the_missing_permission(tmp_path, api):
         api.create(MIGRATION_POLICIES, policy("prod", namespace_selector={"env": "prod"}))
         api.heal()
         assert wait_for(policy_now(client), "prod") == "prod"
-
-
-def _tcp_timers() -> dict[tuple[str, int], int]:
-    """The kernel's timer kind of each established IPv4 TCP socket, by local address
-    (/proc/net/tcp `tr`: 0 none, 1 retransmit, 2 keepalive)."""
-    timers = {}
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] != "01":  # ESTABLISHED
-            continue
-        address, port = fields[1].split(":")
-        ip = ".".join(str(int(address[index:index + 2], 16)) for index in (6, 4, 2, 0))
-        timers[(ip, int(port, 16))] = int(fields[5].split(":")[0], 16)
-    return timers
-
-
-@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc/net/tcp")
-def test_api_connections_have_tcp_keepalive(tmp_path, api):
-    seed(api)
-    with webhook(tmp_path, api) as (_, client):
-        assert decide(client, "hpc", "db").policy is None
-        assert wait_for(lambda: api.active_watches, 3) == 3
-        clients = api.client_addresses()
-        assert len(clients) >= 3
-        timers = _tcp_timers()
-        assert {timers.get(address) for address in clients} == {2}, (clients, timers)
