@@ -37,29 +37,6 @@ from tests.support.live_cluster import (
 from tests.support.service import REPO, free_port
 
 
-@pytest.mark.parametrize("failing", RESOURCES, ids=lambda resource: resource.plural)
-def test_not_ready_until_every_kind_has_listed(tmp_path, api, failing):
-    seed(api, db_policy())
-    api.fail("list", failing)
-    with webhook(tmp_path, api, wait_ready=False) as (service, client):
-        others = [resource for resource in RESOURCES if resource != failing]
-        listed = wait_for(service.log, lambda log: all(
-            f"{resource.plural}: listed" in log for resource in others))
-        assert all(f"{resource.plural}: listed" in listed for resource in others), listed
-        assert wait_for(lambda: list_count(api, failing), lambda n: n >= 2) >= 2
-
-        assert client.get("/healthz").status_code == 200
-        readyz = client.get("/readyz")
-        assert readyz.status_code == 503
-        assert "not synced" in readyz.text
-        assert decide(client, "hpc", "db") == Decision({}, [
-            "no migration policy applied: the webhook's cluster state has not synced yet"])
-
-        api.heal()
-        assert wait_for(lambda: client.get("/readyz").status_code, 200) == 200
-        assert decide(client, "hpc", "db").policy == "db"
-
-
 @pytest.mark.parametrize("expired_as", ["error-event", "http-status"])
 def test_relists_after_410_gone_and_applies_what_changed_meanwhile(tmp_path, api, expired_as):
     seed(api)

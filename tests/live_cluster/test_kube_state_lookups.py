@@ -108,18 +108,3 @@ def test_lookups_of_one_vmi_at_once_share_one_get(tmp_path, api):
                 thread.join(DEADLINE)
         assert [decision.policy for decision in results] == ["db"] * 3
         assert api.count("get", VMIS) == 1
-
-
-def test_a_forbidden_get_names_the_missing_permission(tmp_path, api):
-    seed(api)
-    with webhook(tmp_path, api) as (service, client):
-        api.fail("get", VMIS, 403)
-        assert decide(client, "hpc", "secret") == Decision({}, [
-            "no migration policy applied: could not look up VMI 'secret' in namespace 'hpc': "
-            "the API answered 403"])
-        assert ("permission missing: verb 'get' on resource 'virtualmachineinstances' in API "
-                "group \"kubevirt.io\"") in service.log()
-        # A failure is not remembered as "not found": the next lookup asks again.
-        api.heal()
-        assert decide(client, "hpc", "secret").warnings == [NOT_FOUND.format("secret")]
-        assert api.count("get", VMIS) == 2

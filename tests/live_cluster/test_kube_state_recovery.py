@@ -171,28 +171,3 @@ def test_watches_ask_for_bookmarks_and_spread_timeouts(tmp_path, api):
     assert all(300 <= seconds < 600 for seconds in timeouts), timeouts
     assert len(timeouts) > 1, "every watch asked for the same timeout"
     assert all(call.query["allowWatchBookmarks"] == "true" for call in api.calls("watch"))
-
-
-def test_a_forbidden_list_or_watch_names_the_missing_permission(tmp_path, api):
-    seed(api)
-    api.fail("list", VMIS, 403)
-    with webhook(tmp_path, api, wait_ready=False) as (service, client):
-        expected = ("virtualmachineinstances: permission missing: verb 'list' on resource "
-                    "'virtualmachineinstances' in API group \"kubevirt.io\" in every namespace")
-        assert wait_for(lambda: expected in service.log(), True), service.log()
-        assert 'cannot list resource "virtualmachineinstances"' in service.log()
-        assert client.get("/readyz").status_code == 503
-        # Still retrying, with backoff, until the permission is granted.
-        assert wait_for(lambda: list_count(api, VMIS), lambda n: n >= 2) >= 2
-        api.heal()
-        assert wait_for(lambda: client.get("/readyz").status_code, 200) == 200
-
-        api.fail("watch", NAMESPACES, 403)
-        api.cut_watches()
-        expected = ("namespaces: permission missing: verb 'watch' on resource 'namespaces' "
-                    "in the core API group (\"\") (cluster-scoped)")
-        assert wait_for(lambda: expected in service.log(), True), service.log()
-        api.update(NAMESPACES, namespace("hpc", {"env": "prod"}))
-        api.create(MIGRATION_POLICIES, policy("prod", namespace_selector={"env": "prod"}))
-        api.heal()
-        assert wait_for(policy_now(client), "prod") == "prod"
