@@ -133,17 +133,22 @@ def impact_warning(impact: Impact, *, name: str, update: bool) -> str:
     if not impact.matches:
         return f"impact: matches no VMI now{now}"
     if not impact.governs:
-        keepers = impact.kept_by.most_common()
+        keepers = _by_count(impact.kept_by)
         if len(keepers) == 1:
             whose = f"{keepers[0][0]} wins {'all ' if impact.matches > 1 else ''}{keepers[0][1]}"
         else:
             whose = _listed(keepers, lambda policy, count: f"{policy} wins {count}")
         return _fit(f"impact: matches {least}{_vmis(impact.matches)} but governs none: {whose}"
                     f"{now}")
-    sources = _listed(sorted(impact.taken_from.items(), key=lambda item: (-item[1], item[0])),
+    sources = _listed(_by_count(impact.taken_from),
                       lambda policy, count: _taken_from(policy, count, name))
     return _fit(f"impact: would govern {least}{_vmis(impact.governs)} ({sources}); matches "
                 f"{least}{impact.matches}{now}")
+
+
+def _by_count(counts: Counter[str]) -> list[tuple[str, int]]:
+    """Most VMIs first, then by name: the same words whatever order the VMIs were read in."""
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
 def _vmis(count: int) -> str:

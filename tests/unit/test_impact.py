@@ -186,6 +186,18 @@ def test_many_keepers_are_named_two_at_most_and_the_rest_counted() -> None:
         "3 by 2 other policies")
 
 
+def test_keepers_of_as_many_vmis_are_named_in_name_order() -> None:
+    """As the sources are: the message does not depend on the order the VMIs are read in
+    (in a live cluster, the order their events came)."""
+    policies = [Policy("zeta", {}, {"app": "db", "tier": "z"}),
+                Policy("alpha", {}, {"app": "db", "tier": "a"})]
+    for order in (["z", "a"], ["a", "z"]):
+        vmis = {("hpc", f"db-{tier}"): {"app": "db", "tier": tier} for tier in order}
+        impact = measure(Policy("db", {}, {"app": "db"}), policies, vmis, {"hpc": {}})
+        assert impact_warning(impact, name="db", update=False) == \
+            "impact: matches 2 VMIs but governs none: alpha wins 1, zeta wins 1"
+
+
 def test_many_sources_are_named_two_at_most_and_the_rest_counted() -> None:
     policies = [Policy(f"weak-{i}", {}, {"tier": str(i)}) for i in range(4)]
     vmis = {("hpc", f"db-{i}-{n}"): {"app": "db", "tier": str(i)}
