@@ -184,6 +184,16 @@ def test_the_sample_policies_are_accepted_by_both(
         assert schema_errors(validator, policy) == []
 
 
+def test_the_refused_example_passes_the_schema_so_the_webhook_is_what_refuses_it(
+    validator: jsonschema.Draft4Validator,
+) -> None:
+    """So the README's and the install guide's refused example shows the webhook's words on
+    a real cluster, not the schema's."""
+    [policy] = yaml_policies(SAMPLES / "policies" / "two-mistakes.yaml")
+    assert schema_errors(validator, policy) == []
+    assert not validate_policy(policy).valid
+
+
 def test_three_mistakes_are_refused_by_both_except_the_negative_bandwidth(
     validator: jsonschema.Draft4Validator,
 ) -> None:
