@@ -52,11 +52,13 @@ fuzz: $(STAMP)
 	FUZZ_LONG=1 $(BIN)/python -m pytest -q tests/service/test_fuzz.py
 
 ## bench: issue 9's benchmark, service vs floor over TLS (docs/benchmarks.md); then live_state.py,
-## then api_server.py (creates through a real kube-apiserver, without and with the webhooks)
+## then api_server.py (creates through a real kube-apiserver, without and with the webhooks),
+## then coverage.py (issue 20: coverage, impact warnings and the coverage keeper, in process)
 bench: $(STAMP) kube-binaries
 	PYTHONPATH=. $(BIN)/python bench/run.py
 	PYTHONPATH=. $(BIN)/python bench/live_state.py
 	PYTHONPATH=. $(BIN)/python bench/api_server.py
+	PYTHONPATH=. $(BIN)/python bench/coverage.py
 
 ## bench-quick: bench/run.py with 3 s per measurement on a tenth of the cluster (indicative only)
 .PHONY: bench-quick
