@@ -53,5 +53,6 @@ def start_webhook(plane: ControlPlane, tmp: Path) -> tuple[RunningService, str]:
     service = start_service(tmp, [
         "--state", "kube", "--kubeconfig", str(kubeconfig),
         "--tls-cert-file", str(certs / "tls.crt"),
-        "--tls-private-key-file", str(certs / "tls.key")], ca_file=certs / "ca.crt")
+        "--tls-private-key-file", str(certs / "tls.key"),
+        "--coverage-interval", "0.5"], ca_file=certs / "ca.crt")
     return service, by_url((certs / "webhooks.yaml").read_text(), service.port)
