@@ -48,8 +48,25 @@ def test_a_policy_with_mistakes_is_refused_as_the_readme_shows(plane: ControlPla
                          check=False).returncode == 1  # not stored
 
 
+@pytest.fixture
+def sample_vmis(plane: ControlPlane) -> ControlPlane:
+    """The namespaces and VMIs of samples/cluster/ (none of its policies), as the files
+    say, once the webhook's view of the VMIs has them: the README's `impact:` line counts
+    them (the policy matches hpc/db-vmi and hpc/gold-db-vmi)."""
+    for name in ("namespaces.yaml", "vmis.yaml"):
+        plane.kubectl("apply", "-f", str(SAMPLE_CLUSTER / name))
+        plane.kubectl("replace", "-f", str(SAMPLE_CLUSTER / name))  # labels as the file's
+    deadline = time.monotonic() + DEADLINE
+    while "; matches 2" not in apply_policy(plane, "my-awesome-policy",
+                                            "--dry-run=server").stderr:
+        assert time.monotonic() < deadline, "the webhook never saw the sample's VMIs"
+        time.sleep(0.2)
+    return plane
+
+
 def test_a_legal_but_doubtful_policy_is_created_with_the_webhook_s_warning(
-        plane: ControlPlane) -> None:
+        sample_vmis: ControlPlane) -> None:
+    plane = sample_vmis
     done = apply_policy(plane, "my-awesome-policy")
     assert done.returncode == 0, done.stderr
     assert done.stderr + done.stdout == readme_output(
