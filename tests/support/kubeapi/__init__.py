@@ -4,13 +4,14 @@
 resourceVersions and watch history (store.py), the faults tests inject (faults.py), the
 list/watch protocol (watch.py), the HTTPS server and its requests (http_server.py); the
 resources and Status objects are in resources.py, the objects tests create in objects.py.
-`admission.AdmissionFront` adds the write path kubectl needs, calling validating webhooks.
+It serves reads only (LIST, WATCH, GET), what the service's `--state kube` makes: for the
+faults a real API server cannot be made to show on demand, and for the benchmarks. kubectl,
+writes and admission are tested against the real API server (tests/cluster/).
 """
 
 from tests.support.kubeapi.http_server import Request, Route, RouteHandler
 from tests.support.kubeapi.objects import namespace, policy, vmi
 from tests.support.kubeapi.resources import (
-    JSON,
     MIGRATION_POLICIES,
     NAMESPACES,
     RESOURCES,
@@ -18,12 +19,8 @@ from tests.support.kubeapi.resources import (
     Call,
     Object,
     Resource,
-    StaleResourceVersion,
-    object_status,
-    status,
 )
 from tests.support.kubeapi.server import KubeApiServer
 
-__all__ = ["JSON", "MIGRATION_POLICIES", "NAMESPACES", "RESOURCES", "VMIS", "Call",
-           "KubeApiServer", "Object", "Request", "Resource", "Route", "RouteHandler",
-           "StaleResourceVersion", "namespace", "object_status", "policy", "status", "vmi"]
+__all__ = ["MIGRATION_POLICIES", "NAMESPACES", "RESOURCES", "VMIS", "Call", "KubeApiServer",
+           "Object", "Request", "Resource", "Route", "RouteHandler", "namespace", "policy", "vmi"]

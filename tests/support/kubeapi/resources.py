@@ -59,26 +59,21 @@ def status(code: int, message: str, reason: str | None = None,
 
 
 def object_status(code: int, resource: Resource, name: str, message: str) -> Object:
-    """A Status about one object, as apimachinery's NewNotFound, NewAlreadyExists and
-    NewConflict build it: `<plural>.<group> "<name>" <message>`, details naming it (with the
-    resource as `kind`, as the API server does)."""
+    """A Status about one object, as apimachinery's NewNotFound builds it:
+    `<plural>.<group> "<name>" <message>`, details naming it (with the resource as `kind`,
+    as the API server does)."""
     details = {"name": name, "group": resource.group, "kind": resource.plural}
     if not resource.group:
         del details["group"]
     return status(code, f'{resource.group_resource} "{name}" {message}', None, details)
 
 
-class StaleResourceVersion(Exception):
-    """A write that expected another resourceVersion than the stored one (409 Conflict)."""
-
-
-
 @dataclass(frozen=True)
 class Call:
     """One request the server answered, for tests to assert on."""
 
-    verb: str  # list, watch, get, or the HTTP method for other routes
-    resource: str  # plural, or "" for other routes
+    verb: str  # list, watch or get
+    resource: str  # plural
     namespace: str
     name: str
     query: Mapping[str, str]

@@ -22,9 +22,8 @@ client asked.
 Resource versions are one global counter, as etcd's are.
 
 To extend it: add a `Route` with `add_route`, or a `Resource` to the constructor; route
-handlers get a `Request` with the path parameters. `admission.AdmissionFront` adds
-what kubectl needs (discovery, OpenAPI, create, apply, replace, delete) for the
-MigrationPolicy CRD, and calls validating webhooks on writes as the API server does.
+handlers get a `Request` with the path parameters. It has no write path, discovery or
+admission: kubectl and the webhooks are tested against the real API server (tests/cluster/).
 """
 
 import base64
@@ -233,7 +232,7 @@ class KubeApiServer(ListWatch):
                           if value is not None}
                 request = Request(handler, method, params)
                 route.handle(request)
-                request.body()  # drained if the route did not read it (DELETE's options)
+                request.body()  # drained if the route did not read it
                 return
         request = Request(handler, method, {})
         request.body()

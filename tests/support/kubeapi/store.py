@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from tests.support.kubeapi.resources import Object, Resource, StaleResourceVersion
+from tests.support.kubeapi.resources import Object, Resource
 
 
 @dataclass(frozen=True)
@@ -81,38 +81,13 @@ class ObjectStore:
         with self._cond:
             return self._rv, self._matching(resource, None)
 
-    def write(self, resource: Resource, obj: Mapping[str, Any], *, create: bool,
-              resource_version: str | None = None) -> Object:
-        """Store `obj` as the API server's registry does after admission: with the uid,
-        creationTimestamp and generation the caller has set in its metadata (the ones the
-        admission webhooks saw), a new resourceVersion, and one ADDED or MODIFIED event.
-
-        Raises ValueError if `create` and it exists, KeyError if not `create` and it does
-        not, StaleResourceVersion if `resource_version` is not the stored one's.
-        """
-        with self._cond:
-            key = self._key(resource, obj)
-            old = self._objects[resource].get(key)
-            if create and old is not None:
-                raise ValueError(f"{resource.plural} {key} already exists")
-            if not create and old is None:
-                raise KeyError(f"{resource.plural} {key} not found")
-            if (old is not None and resource_version is not None
-                    and old["metadata"]["resourceVersion"] != resource_version):
-                raise StaleResourceVersion(key)
-            stored = self._store(resource, key, obj, "ADDED" if create else "MODIFIED",
-                                 new=create, old=old, system_fields=True)
-            self._cond.notify_all()
-        return stored
-
     def _key(self, resource: Resource, obj: Mapping[str, Any]) -> tuple[str, str]:
         metadata = obj.get("metadata") or {}
         ns = (metadata.get("namespace") or "default") if resource.namespaced else ""
         return ns, metadata["name"]
 
     def _store(self, resource: Resource, key: tuple[str, str], obj: Mapping[str, Any],
-               event_type: str, *, new: bool = False, old: Object | None = None,
-               system_fields: bool = False) -> Object:
+               event_type: str, *, new: bool = False, old: Object | None = None) -> Object:
         self._rv += 1
         stored: Object = orjson.loads(orjson.dumps(obj))  # a private copy
         stored.setdefault("apiVersion", resource.api_version)
@@ -122,10 +97,9 @@ class ObjectStore:
             metadata["namespace"] = key[0]
         metadata["resourceVersion"] = str(self._rv)
         previous = (old or {}).get("metadata", {})
-        if not system_fields:
-            metadata["uid"] = previous.get("uid") or str(uuid.uuid4())
-            metadata["creationTimestamp"] = previous.get("creationTimestamp") or now()
-            metadata["generation"] = 1 if new else previous.get("generation", 1) + 1
+        metadata["uid"] = previous.get("uid") or str(uuid.uuid4())
+        metadata["creationTimestamp"] = previous.get("creationTimestamp") or now()
+        metadata["generation"] = 1 if new else previous.get("generation", 1) + 1
         self._objects[resource][key] = stored
         self._record(resource, event_type, stored)
         return stored
