@@ -90,6 +90,11 @@ class StampChecks:
         if migration is None:
             return
         finished = event_type == "DELETED" or _phase(obj) in FINISHED
+        if finished and migration.uid not in self._inflight:
+            # Not seen in flight: finished before this replica saw it, or finished and
+            # forgotten already (finished migrations are still written: finalizers, labels,
+            # the deletion); counting it would count it again.
+            return
         if not migration.checked:
             self._check(migration, obj)
         if finished:

@@ -125,6 +125,30 @@ def test_finished_migrations_are_forgotten() -> None:
     assert len(store) == 0 and sum(store.counts.values()) == 0
 
 
+@pytest.mark.parametrize("event", ["MODIFIED", "DELETED"])
+def test_a_finished_migration_forgotten_is_not_counted_again_by_a_later_event(
+        event: str) -> None:
+    """KubeVirt and users still write finished migrations (a finalizer removed, a label, the
+    deletion): an event about one no longer followed is not a migration seen in flight."""
+    store = checks()
+    state = {"migrationUid": UID, "migrationPolicyName": "web-app-policy"}
+    store.apply("MODIFIED", migration(state=state))
+    store.apply("MODIFIED", migration(phase="Succeeded", state=state))
+    store.apply(event, migration(phase="Succeeded", state=state))
+    assert store.counts["agree"] == 1 and len(store) == 0
+
+
+@pytest.mark.parametrize("event", ["ADDED", "MODIFIED", "DELETED"])
+def test_a_migration_first_seen_finished_is_not_counted(event: str) -> None:
+    """Finished before this replica saw it in flight (it listed after a restart, or the
+    watch was down): its end was not seen, another replica or run may have counted it."""
+    store = checks()
+    store.replace([])
+    store.apply(event, migration(phase="Failed", state={"migrationUid": UID,
+                                                        "migrationPolicyName": "x"}))
+    assert sum(store.counts.values()) == 0 and len(store) == 0
+
+
 def test_a_relist_keeps_what_was_checked() -> None:
     store = checks()
     state = {"migrationUid": UID, "migrationPolicyName": "web-app-policy"}
