@@ -19,7 +19,7 @@ from app.admission.review import (
 from app.k8s.resources import MIGRATION_POLICIES, VIRTUAL_MACHINE_INSTANCE_MIGRATIONS
 from app.policy.annotations import POLICY_ANNOTATION, stamp_patch
 from app.policy.findings import MAX_WARNING_LENGTH, Cause
-from app.policy.impact import ClusterView, impact_warning, measure_impact
+from app.policy.impact import ClusterView, impact_warning, measure_impact, vmis_to_read
 from app.policy.model import selectors_of
 from app.policy.validation import check_policy
 from app.settings import Enforcement, Settings
@@ -31,7 +31,11 @@ MUTATE_PATH = "/mutate-virtualmachineinstancemigration"
 IMPACT_BUDGET_SECONDS = 0.050
 """CPU time an impact warning may take in all; beyond, it says `at least`."""
 IMPACT_ON_LOOP_SECONDS = 0.005
-"""What it may take on the event loop: beyond, the review is judged again in a thread."""
+"""What it may take on the event loop: beyond, the review is judged again in a thread,
+which has what is left of the budget."""
+IMPACT_ON_LOOP_VMIS = 500
+"""A policy whose namespaces hold more VMIs goes to a thread at once, without a start on
+the loop that would be thrown away."""
 IMPACT_LOADING = "impact: not known yet: the webhook is still reading the cluster's VMIs"
 
 Views = Callable[[], ClusterView | None]
@@ -120,9 +124,12 @@ class PolicyValidator:
         if view is None:
             return [IMPACT_LOADING]
         on_loop = on_event_loop()
+        if on_loop and vmis_to_read(candidate, view) > IMPACT_ON_LOOP_VMIS:
+            raise WouldBlock("the impact warning has many VMIs to read")
         impact = measure_impact(
             candidate, self.state.policies, view,
-            budget_seconds=IMPACT_ON_LOOP_SECONDS if on_loop else IMPACT_BUDGET_SECONDS)
+            budget_seconds=IMPACT_ON_LOOP_SECONDS if on_loop
+            else IMPACT_BUDGET_SECONDS - IMPACT_ON_LOOP_SECONDS)
         if on_loop and not impact.complete:
             raise WouldBlock("the impact warning needs more than the event loop's share")
         return [impact_warning(impact, name=candidate.name,

@@ -19,7 +19,7 @@ from app.policy.precedence import PolicyIndex, precedence_key
 Labels = Mapping[str, str]
 NO_POLICY = ""
 """The key, in `Impact.taken_from`, of the VMIs no policy governs now."""
-CHECK_EVERY = 64
+CHECK_EVERY = 16
 """VMIs decided between two reads of the clock."""
 
 
@@ -27,21 +27,28 @@ CHECK_EVERY = 64
 class ClusterView:
     """The VMIs and namespaces of one moment, arranged for `measure_impact`."""
 
-    vmis_by_namespace: Mapping[str, list[tuple[str, Labels]]]
+    vmis_by_namespace: Mapping[str, list[Labels]]
+    """The labels of each VMI, by namespace (names are not needed: one list a namespace
+    keeps the view to a few objects, which the garbage collector scans)."""
     namespaces: Mapping[str, Labels]
     namespaces_by_pair: Mapping[tuple[str, str], list[str]]
 
     @classmethod
     def build(cls, vmis: Mapping[tuple[str, str], Labels],
               namespaces: Mapping[str, Labels]) -> "ClusterView":
-        by_namespace: dict[str, list[tuple[str, Labels]]] = {}
-        for (namespace, name), labels in vmis.items():
-            by_namespace.setdefault(namespace, []).append((name, labels))
+        by_namespace: dict[str, list[Labels]] = {}
+        for (namespace, _), labels in vmis.items():
+            by_namespace.setdefault(namespace, []).append(labels)
         by_pair: dict[tuple[str, str], list[str]] = {}
         for namespace, labels in namespaces.items():
             for pair in labels.items():
                 by_pair.setdefault(pair, []).append(namespace)
         return cls(by_namespace, namespaces, by_pair)
+
+    def vmis_within(self, namespaces: list[str]) -> int:
+        """How many VMIs those namespaces hold: what a pass over them would read at most."""
+        by_namespace = self.vmis_by_namespace
+        return sum(len(by_namespace.get(namespace, ())) for namespace in namespaces)
 
     def namespaces_matching(self, selector: Labels) -> list[str]:
         """The namespaces whose labels hold every pair of `selector`."""
@@ -117,11 +124,19 @@ def _measure_matches(impact: Impact, candidate: Policy, policies: PolicyIndex,
             impact.kept_by[rival.name] += 1
 
 
+def vmis_to_read(candidate: Policy, view: ClusterView) -> int:
+    """How many VMIs `measure_impact` may read for the candidate: those of the namespaces its
+    namespace selector matches (cheap to count; reading them is not)."""
+    if not candidate.has_selectors:
+        return 0
+    return view.vmis_within(view.namespaces_matching(candidate.namespace_selector))
+
+
 def _applicable_vmis(candidate: Policy, view: ClusterView) -> Iterator[tuple[Labels, Labels]]:
     pairs = candidate.vmi_selector.items()
     for namespace in view.namespaces_matching(candidate.namespace_selector):
         ns_labels = view.namespaces[namespace]
-        for _, vmi_labels in view.vmis_by_namespace.get(namespace, ()):
+        for vmi_labels in view.vmis_by_namespace.get(namespace, ()):
             if pairs <= vmi_labels.items():
                 yield vmi_labels, ns_labels
 
