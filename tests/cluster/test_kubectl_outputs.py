@@ -1,8 +1,7 @@
 """What a user sees in kubectl, with kubectl and kube-apiserver of the same release and the
 webhook registered as shipped: the README's and the install guide's outputs (every
 `kubectl` example of the README's section, run as shown, from the repository, the impact
-warning compared by its form; where the install guide lacks that warning, a strict xfail
-says so until it shows it), what the API server sends the webhook for a write (seen by a
+warning compared by its form), what the API server sends the webhook for a write (seen by a
 recording webhook registered with the same rules), where an accepted policy is stored, and
 the Status a client gets for a refusal.
 """
@@ -36,12 +35,6 @@ BELOW_1MI = ('Warning: spec.bandwidthPerMigration "217Ki" is below 1Mi per secon
              "KubeVirt raises it to 1Mi")
 IMPACT = "Warning: impact: "
 """How the webhook's impact warning of a policy to be stored begins (--impact-warnings)."""
-INSTALL_LACKS_IMPACT = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "docs/install.md says the accepted apply prints the 217Ki warning and `created` only; the "
-    "webhook also prints a `Warning: impact: ...` line (--impact-warnings, on by default): "
-    "reported, the docs are not this test's to edit"))
-
-
 @pytest.fixture
 def plane(webhook: RunningService, installed: ControlPlane) -> Iterator[ControlPlane]:
     """The control plane with the webhook registered and no policy stored; the sample
@@ -254,7 +247,6 @@ def test_the_install_guide_shows_what_kubectl_prints_for_the_refused_policy(
     assert as_shown(refused.stderr) == as_shown(shown)
 
 
-@INSTALL_LACKS_IMPACT
 def test_the_install_guide_says_what_kubectl_prints_for_the_accepted_policy(
         plane: ControlPlane, home: Path) -> None:
     """Its first apply: every line kubectl prints is quoted in the text that follows."""
