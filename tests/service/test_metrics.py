@@ -52,7 +52,7 @@ def test_cache_sizes_and_freshness_of_the_sample_state(client):
     scrape = samples(client.get("/metrics").text)
     sizes = {resource: scrape[f'migration_policy_webhook_cache_objects{{resource="{resource}"}}']
              for resource in ("migrationpolicies", "virtualmachineinstances", "namespaces")}
-    assert sizes == {"migrationpolicies": 4, "virtualmachineinstances": 4, "namespaces": 3}
+    assert sizes == {"migrationpolicies": 5, "virtualmachineinstances": 4, "namespaces": 3}
     synced = scrape['migration_policy_webhook_cache_last_sync_timestamp_seconds'
                     '{resource="migrationpolicies"}']
     assert time.time() - 3600 < synced <= time.time()

@@ -23,7 +23,8 @@ POLICY = {
 def test_sample_cluster_loads() -> None:
     snapshot = load_snapshot(SAMPLE_CLUSTER, Precedence.DOCUMENTED)
     assert {p.name for p in snapshot.policies} == {
-        "my-awesome-policy", "gold-tier-db-policy", "web-app-policy", "team-web-policy"}
+        "my-awesome-policy", "gold-tier-db-policy", "web-app-policy", "team-web-policy",
+        "staging-policy"}
     assert set(snapshot.namespaces) == {"hpc", "prod", "default"}
     assert snapshot.vmis[("hpc", "db-vmi")] == {"workload-type": "db", "operating-system": ""}
     assert len(snapshot.vmis) == 4
