@@ -35,8 +35,9 @@ test-fast: lint
 test-cluster: kube-binaries
 	$(BIN)/python -m pytest -q tests/cluster
 
-## kube-binaries: kube-apiserver, kubectl and etcd for tests/cluster, built from their Go
-## modules (hack/) once, into ~/.cache/migration-policy-webhook (not the repository)
+## kube-binaries: kube-apiserver, kubectl and etcd for tests/cluster, and promtool for the
+## alerting rules' tests, built from their Go modules (hack/) once, into
+## ~/.cache/migration-policy-webhook (not the repository)
 .PHONY: kube-binaries
 kube-binaries: $(STAMP)
 	$(BIN)/python -m tests.support.kube_binaries

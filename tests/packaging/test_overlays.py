@@ -19,6 +19,7 @@ from app.admission.configurations import NAME
 from app.commands.certs import SECRET_NAME, service_dns_names
 from app.commands.cli import build_parser
 from app.settings import Enforcement
+from tests.support.kube_binaries import promtool_path
 from tests.support.service import REPO
 
 MANIFESTS = REPO / "manifests"
@@ -477,19 +478,18 @@ def test_the_release_label_as_install_md_says(tmp_path: Path) -> None:
                                              "release": "kube-prometheus-stack"}
 
 
-# The alerts, run by promtool where it is installed (Debian: prometheus).
-
-PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")
+# The alerts, run by promtool: the one `make kube-binaries` builds from hack/promtool into the
+# cache (tests/support/kube_binaries.py), not whichever is on PATH. Missing, the tests fail.
 
 
 def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    assert PROMTOOL is not None
-    return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True,
+    path = promtool_path()
+    assert path.is_file(), (f"no promtool at {path}: `make kube-binaries` builds it "
+                            "(python -m tests.support.kube_binaries)")
+    return subprocess.run([str(path), *args], cwd=cwd, capture_output=True, text=True,
                           timeout=60, check=False)
 
 
-@needs_promtool
 def test_promtool_accepts_the_rules_and_their_templates(
         built: dict[str, list[Doc]], tmp_path: Path) -> None:
     (tmp_path / "operator.yaml").write_text(yaml.safe_dump(
@@ -529,6 +529,20 @@ PROMTOOL_TESTS = {
             {"series": "migration_policy_webhook_internal_errors_total"
                        f'{{namespace="{NAMESPACE}",pod="p",webhook="validate"}}',
              "values": "0x30"},
+            # Two policies shadowed from minute 11 on; active ones do not count.
+            {"series": "migration_policy_webhook_policies"
+                       f'{{namespace="{NAMESPACE}",pod="p",status="shadowed"}}',
+             "values": "0x10 2x100"},
+            {"series": "migration_policy_webhook_policies"
+                       f'{{namespace="{NAMESPACE}",pod="p",status="active"}}',
+             "values": "5x110"},
+            # One disagreement at minute 11; agreements all along do not count.
+            {"series": "migration_policy_webhook_stamp_checks_total"
+                       f'{{namespace="{NAMESPACE}",pod="p",result="disagree"}}',
+             "values": "0x10 1x100"},
+            {"series": "migration_policy_webhook_stamp_checks_total"
+                       f'{{namespace="{NAMESPACE}",pod="p",result="agree"}}',
+             "values": "0+3x110"},
         ],
         "alert_rule_test": [
             # Stale from 300 s on, firing 2 minutes later.
@@ -546,12 +560,24 @@ PROMTOOL_TESTS = {
              "exp_alerts": [alert({"webhook": "mutate"})]},
             {"eval_time": "15m", "alertname": "MigrationPolicyWebhookInternalErrors",
              "exp_alerts": []},
+            # Shadowed for an hour (from 11m): firing at 71m, not before; per status.
+            {"eval_time": "70m", "alertname": "MigrationPolicyWebhookPoliciesWithoutEffect",
+             "exp_alerts": []},
+            {"eval_time": "72m", "alertname": "MigrationPolicyWebhookPoliciesWithoutEffect",
+             "exp_alerts": [{"exp_labels": {"severity": "warning", "namespace": NAMESPACE,
+                                            "status": "shadowed"}}]},
+            # A disagreement in the last hour, for 15 minutes: firing from 26m to 71m.
+            {"eval_time": "20m", "alertname": "MigrationPolicyWebhookStampsDisagree",
+             "exp_alerts": []},
+            {"eval_time": "30m", "alertname": "MigrationPolicyWebhookStampsDisagree",
+             "exp_alerts": [{"exp_labels": {"severity": "warning", "namespace": NAMESPACE}}]},
+            {"eval_time": "80m", "alertname": "MigrationPolicyWebhookStampsDisagree",
+             "exp_alerts": []},
         ],
     }],
 }
 
 
-@needs_promtool
 def test_the_alerts_fire_when_they_should_and_only_then(tmp_path: Path) -> None:
     """promtool's rule unit tests on made-up series (annotations left out: their templates
     are checked above, their words are for people)."""

@@ -1,12 +1,14 @@
-"""Build kube-apiserver, kubectl and etcd for the cluster tests, once, into a cache outside
-the repository, keyed by their versions.
+"""Build kube-apiserver, kubectl and etcd for the cluster tests, and promtool for the alerting
+rules' tests (tests/packaging/test_overlays.py), once, into a cache outside the repository,
+keyed by their versions.
 
     python -m tests.support.kube_binaries   # builds what is missing, says where they are
 
-The sources are Kubernetes' and etcd's own Go modules, pinned in hack/kube/go.mod and
-hack/etcd/go.mod (with their go.sum), fetched through the Go module proxy. Nothing built is
-committed. The cache is $MPW_KUBE_CACHE, else $XDG_CACHE_HOME/migration-policy-webhook
-(~/.cache/migration-policy-webhook), then a folder per pair of versions.
+The sources are Kubernetes', etcd's and Prometheus' own Go modules, pinned in hack/kube/go.mod,
+hack/etcd/go.mod and hack/promtool/go.mod (with their go.sum), fetched through the Go module
+proxy. Nothing built is committed. The cache is $MPW_KUBE_CACHE, else
+$XDG_CACHE_HOME/migration-policy-webhook (~/.cache/migration-policy-webhook), then a folder
+per pair of versions (kube-apiserver, kubectl, etcd) and one per Prometheus version (promtool).
 """
 
 import os
@@ -19,17 +21,25 @@ from pathlib import Path
 HACK = Path(__file__).resolve().parents[2] / "hack"
 KUBERNETES = "v1.37.2"
 ETCD = "v3.7.3"
+PROMETHEUS = "v0.316.0"  # the Go module's version of Prometheus 3.16 (hack/promtool/go.mod)
 BINARIES = ("kube-apiserver", "kubectl", "etcd")
 
 
-def cache_dir() -> Path:
+def cache_root() -> Path:
     base = os.environ.get("MPW_KUBE_CACHE")
     if base:
-        root = Path(base)
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        root = (Path(xdg) if xdg else Path.home() / ".cache") / "migration-policy-webhook"
-    return root / f"kubernetes-{KUBERNETES}-etcd-{ETCD}"
+        return Path(base)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "migration-policy-webhook"
+
+
+def cache_dir() -> Path:
+    return cache_root() / f"kubernetes-{KUBERNETES}-etcd-{ETCD}"
+
+
+def promtool_path() -> Path:
+    """Where `make kube-binaries` puts promtool (not built here: see ensure_promtool)."""
+    return cache_root() / f"prometheus-{PROMETHEUS}" / "promtool"
 
 
 def go() -> str:
@@ -51,8 +61,12 @@ def version_flags() -> str:
         f"-X {package}.buildDate=1970-01-01T00:00:00Z", "-s", "-w"])
 
 
-def build(target: Path, module: Path, package: str, ldflags: str) -> None:
-    env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
+def build(target: Path, module: Path, package: str, ldflags: str, *, cgo: bool = False) -> None:
+    env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
+    if cgo:
+        env.pop("CGO_ENABLED", None)  # Go's default: on where a C compiler is
+    else:
+        env["CGO_ENABLED"] = "0"
     partial = target.with_name(target.name + ".partial")
     started = time.monotonic()
     print(f"building {target.name} ({package}) ...", flush=True)
@@ -77,8 +91,20 @@ def ensure_binaries() -> dict[str, Path]:
     return paths
 
 
+def ensure_promtool() -> Path:
+    """promtool, built where missing. Go's default cgo setting, as `go build` has it: promtool
+    needs no C either way, and so a Go build cache that already holds Prometheus' packages
+    serves (with CGO_ENABLED=0 every package that imports net would compile again)."""
+    path = promtool_path()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        build(path, HACK / "promtool", "github.com/prometheus/prometheus/cmd/promtool",
+              "-s -w", cgo=True)
+    return path
+
+
 def main() -> None:
-    for name, path in ensure_binaries().items():
+    for name, path in {**ensure_binaries(), "promtool": ensure_promtool()}.items():
         print(f"{name}: {path}")
 
 
