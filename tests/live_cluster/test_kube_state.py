@@ -103,7 +103,7 @@ def test_bookmarks_move_the_resume_point(tmp_path, api):
     seed(api, db_policy())
     with webhook(tmp_path, api) as (_, client):
         assert decide(client, "hpc", "db").policy == "db"
-        assert wait_for(lambda: api.active_watches, 3) == 3
+        assert wait_for(lambda: api.active_watches, len(RESOURCES)) == len(RESOURCES)
         # Changes to namespaces only: the policy watch sees nothing of them...
         for index in range(5):
             api.create(NAMESPACES, namespace(f"extra-{index}"))
@@ -112,7 +112,7 @@ def test_bookmarks_move_the_resume_point(tmp_path, api):
         bookmark_version = api.resource_version
         sent = api.bookmarks_sent
         api.send_bookmark()
-        assert wait_for(lambda: api.bookmarks_sent, sent + 3) == sent + 3
+        assert wait_for(lambda: api.bookmarks_sent, sent + len(RESOURCES)) == sent + len(RESOURCES)
         # Counted before the cut: the watch may resume before the next line runs.
         watches = len(api.calls("watch", MIGRATION_POLICIES))
         api.compact()

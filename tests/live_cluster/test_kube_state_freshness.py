@@ -66,11 +66,12 @@ def test_watch_restarts_and_direct_gets_in_the_state_metrics(tmp_path, api):
     seed(api, db_policy())
     with webhook(tmp_path, api) as (_, client):
         # A cut (error), then a compaction and a cut (error, then expired).
-        assert wait_for(lambda: api.active_watches, 3) == 3
+        assert wait_for(lambda: api.active_watches, len(RESOURCES)) == len(RESOURCES)
         watches = api.count("watch")
         api.cut_watches()
-        assert wait_for(lambda: api.count("watch"), watches + 3) == watches + 3
-        assert wait_for(lambda: api.active_watches, 3) == 3
+        assert wait_for(lambda: api.count("watch"), watches + len(RESOURCES)) == \
+            watches + len(RESOURCES)
+        assert wait_for(lambda: api.active_watches, len(RESOURCES)) == len(RESOURCES)
         with api.holding_events():
             api.create(NAMESPACES, namespace("new"))
             api.compact()

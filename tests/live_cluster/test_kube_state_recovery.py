@@ -72,7 +72,7 @@ def test_a_410_and_a_cut_after_an_outage_of_lists_recover_within_1s(tmp_path, ap
         for resource in RESOURCES:
             assert wait_for(lambda r=resource: list_count(api, r),
                             lambda n, r=resource: n > healed[r]) > healed[resource]
-        assert wait_for(lambda: api.active_watches, 3) == 3
+        assert wait_for(lambda: api.active_watches, len(RESOURCES)) == len(RESOURCES)
 
         # The successful list reset the backoff: one refused watch waits the shortest delay,
         # not the 4 to 8 s the outage had reached.
@@ -84,7 +84,7 @@ def test_a_410_and_a_cut_after_an_outage_of_lists_recover_within_1s(tmp_path, ap
         waited = seconds_until(lambda: api.count("watch", NAMESPACES) > watches + 1, True,
                                limit=RECOVERY_SECONDS)
         assert waited < RECOVERY_SECONDS, f"the watch waited {waited:.2f} s after one failure"
-        assert wait_for(lambda: api.active_watches, 3) == 3
+        assert wait_for(lambda: api.active_watches, len(RESOURCES)) == len(RESOURCES)
 
         # Later, a compaction and a cut: the resumed watch is answered 410 and lists again.
         with api.holding_events():
@@ -142,14 +142,15 @@ def test_a_silent_watch_is_resumed_within_the_idle_timeout(tmp_path, api):
         time.sleep(IDLE_TIMEOUT + 1)
         assert "no event or bookmark" not in service.log()
         watches = len(api.calls("watch"))
-        assert watches == 3
+        assert watches == len(RESOURCES)
 
         api.silence_watches()
         api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
         elapsed = seconds_until(policy_now(client), "db", limit=IDLE_TIMEOUT + 1)
         assert elapsed < IDLE_TIMEOUT + 1, f"blind for {elapsed:.2f} s after the silence"
 
-        assert wait_for(lambda: len(api.calls("watch")), watches + 3) == watches + 3
+        assert wait_for(lambda: len(api.calls("watch")), watches + len(RESOURCES)) == \
+            watches + len(RESOURCES)
         resumed = api.calls("watch")[watches:]
         assert all(call.query["resourceVersion"].isdigit() for call in resumed)
         assert len(api.calls("list")) == lists, "a silent watch is resumed, not relisted"

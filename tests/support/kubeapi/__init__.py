@@ -10,11 +10,12 @@ writes and admission are tested against the real API server (tests/cluster/).
 """
 
 from tests.support.kubeapi.http_server import Request, Route, RouteHandler
-from tests.support.kubeapi.objects import namespace, policy, vmi
+from tests.support.kubeapi.objects import migration, namespace, policy, vmi
 from tests.support.kubeapi.resources import (
     MIGRATION_POLICIES,
     NAMESPACES,
     RESOURCES,
+    VMIMS,
     VMIS,
     Call,
     Object,
@@ -22,5 +23,6 @@ from tests.support.kubeapi.resources import (
 )
 from tests.support.kubeapi.server import KubeApiServer
 
-__all__ = ["MIGRATION_POLICIES", "NAMESPACES", "RESOURCES", "VMIS", "Call", "KubeApiServer",
-           "Object", "Request", "Resource", "Route", "RouteHandler", "namespace", "policy", "vmi"]
+__all__ = ["MIGRATION_POLICIES", "NAMESPACES", "RESOURCES", "VMIMS", "VMIS", "Call",
+           "KubeApiServer", "Object", "Request", "Resource", "Route", "RouteHandler", "migration",
+           "namespace", "policy", "vmi"]

@@ -33,3 +33,19 @@ def policy(
     return {"apiVersion": "migrations.kubevirt.io/v1alpha1", "kind": "MigrationPolicy",
             "metadata": {"name": name}, "spec": {**spec, "selectors": selectors}}
 
+
+def migration(namespace: str, name: str, vmi_name: str, *, stamp: str | None = None,
+              phase: str | None = None, state: Mapping[str, Any] | None = None) -> Object:
+    """A VirtualMachineInstanceMigration of `vmi_name`: stamped with the policy `stamp` (the
+    webhook's annotation), and its status as KubeVirt writes it (`phase`,
+    `migrationState`)."""
+    metadata: Object = {"name": name, "namespace": namespace}
+    if stamp is not None:
+        metadata["annotations"] = {"migrations.kubevirt.io/policy": stamp}
+    status: Object = {}
+    if phase is not None:
+        status["phase"] = phase
+    if state is not None:
+        status["migrationState"] = dict(state)
+    return {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
+            "metadata": metadata, "spec": {"vmiName": vmi_name}, "status": status}

@@ -39,7 +39,10 @@ MIGRATION_POLICIES = Resource("migrations.kubevirt.io", "v1alpha1", "migrationpo
 VMIS = Resource("kubevirt.io", "v1", "virtualmachineinstances", "VirtualMachineInstance",
                 namespaced=True)
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
-RESOURCES = (MIGRATION_POLICIES, VMIS, NAMESPACES)
+VMIMS = Resource("kubevirt.io", "v1", "virtualmachineinstancemigrations",
+                 "VirtualMachineInstanceMigration", namespaced=True)
+"""Watched by `serve` only, for the stamp checks; readiness does not wait for them."""
+RESOURCES = (MIGRATION_POLICIES, VMIS, NAMESPACES, VMIMS)
 
 _REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
             405: "MethodNotAllowed", 409: "AlreadyExists", 410: "Expired",

@@ -1,7 +1,8 @@
 """A stand-in for the Kubernetes API server at its HTTP boundary, for tests and benchmarks.
 
 `KubeApiServer` serves HTTPS on 127.0.0.1 and speaks the real wire protocol for the
-resources it is given (by default MigrationPolicies, VirtualMachineInstances, Namespaces):
+resources it is given (by default MigrationPolicies, VirtualMachineInstances, Namespaces,
+VirtualMachineInstanceMigrations):
 - LIST `GET <prefix>/<plural>` (and `.../namespaces/<ns>/<plural>`), paginated with `limit`
   and `continue` over a consistent snapshot, with the list's `metadata.resourceVersion`;
 - WATCH the same path with `watch=1|true`: a chunked stream of newline-delimited
