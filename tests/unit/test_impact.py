@@ -306,11 +306,11 @@ def test_a_spent_budget_while_beaten_says_at_least() -> None:
         f"impact: matches at least {impact.matches} VMIs but governs none")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(policies=st.lists(selectors, max_size=6),
        candidate=selectors,
        vmis=st.lists(st.tuples(st.sampled_from(NAMESPACES), labels), min_size=64,
-                     max_size=300),
+                     max_size=200),
        namespaces=st.fixed_dictionaries({name: labels for name in NAMESPACES}),
        reads=st.integers(min_value=1, max_value=6))
 def test_when_the_budget_runs_out_every_count_is_a_lower_bound(
@@ -380,3 +380,35 @@ def test_long_names_and_many_rivals_stay_under_120_characters(update: bool) -> N
         message = impact_warning(impact, name=LONG, update=update)
         assert message.startswith("impact: ")
         assert len(message) < 120, message
+
+
+# --- reported, not fixed ---------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="reported: _fit cuts the end of a message that is too "
+                   "long, so a long policy name pushes out the figures, the UPDATE's "
+                   "'governs N now' included")
+def test_a_long_name_does_not_push_out_what_an_update_governs_now() -> None:
+    source = "team-" + "x" * 80
+    impact = Impact(matches=150, governs=120, taken_from=Counter({source: 80, NO_POLICY: 40}),
+                    governs_now=95)
+    message = impact_warning(impact, name="web-app-policy", update=True)
+    assert len(message) < 120
+    assert message.endswith("; governs 95 now")
+
+
+@pytest.mark.xfail(strict=True, reason="reported: when the budget runs out before any VMI "
+                   "it would govern was read, the message still says it 'governs none', "
+                   "which the VMIs not read may belie")
+def test_a_spent_budget_does_not_claim_it_governs_none() -> None:
+    """The first VMIs read are gold ones the candidate loses; the rest it would win."""
+    policies = [Policy("gold", {}, {"app": "web", "tier": "gold"})]
+    vmis: dict[VmiKey, Labels] = {("prod", f"gold-{i}"): {"app": "web", "tier": "gold"}
+                                  for i in range(200)}
+    vmis.update({("prod", f"web-{i}"): {"app": "web"} for i in range(200)})
+    candidate = Policy("web", {}, {"app": "web"})
+    impact = measure(candidate, policies, vmis, {"prod": {}},
+                     clock=clock_past_deadline_after(1))
+    assert not impact.complete
+    assert impact_by_scan(candidate, policies, vmis, {"prod": {}},
+                          Precedence.DOCUMENTED).governs == 200
+    assert "governs none" not in impact_warning(impact, name="web", update=False)
