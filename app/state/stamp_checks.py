@@ -141,10 +141,14 @@ class StampChecks:
             log.info("stamp check of migration %s/%s skipped: its VMI %r could not be read: "
                      "%s", migration.namespace, migration.name, migration.vmi, error)
             return False, None
-        state = (vmi_status or {}).get("migrationState")
+        if vmi_status is None:
+            log.debug("stamp check of migration %s/%s skipped: its VMI %r was not found",
+                      migration.namespace, migration.name, migration.vmi)
+            return False, None
+        state = vmi_status.get("migrationState")
         if not isinstance(state, dict) or state.get("migrationUid") != migration.uid:
             log.debug("stamp check of migration %s/%s skipped: its VMI's migrationState is "
-                      "another migration's", migration.namespace, migration.name)
+                      "not this migration's", migration.namespace, migration.name)
             return False, None
         return True, _policy_name(state)
 
