@@ -7,6 +7,7 @@ policy's own old version left out (an UPDATE replaces it). The pass stops when i
 budget is spent, and then says `at least`.
 """
 
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -142,23 +143,45 @@ def _applicable_vmis(candidate: Policy, view: ClusterView) -> Iterator[tuple[Lab
 
 
 def impact_warning(impact: Impact, *, name: str, update: bool) -> str:
-    """One warning under the API server's length limit, starting `impact:`."""
+    """One warning under the API server's length limit, starting `impact:`. The figures
+    always fit: where the names of other policies would push them out, the names are cut
+    short, then fewer are named."""
     least = "" if impact.complete else "at least "
     now = f"; governs {least}{impact.governs_now} now" if update else ""
     if not impact.matches:
         return f"impact: matches no VMI now{now}"
     if not impact.governs:
+        head = (f"impact: matches {_vmis(impact.matches)} but governs none: " if impact.complete
+                else f"impact: matches at least {_vmis(impact.matches)}; of those read, ")
         keepers = _by_count(impact.kept_by)
-        if len(keepers) == 1:
-            whose = f"{keepers[0][0]} wins {'all ' if impact.matches > 1 else ''}{keepers[0][1]}"
-        else:
-            whose = _listed(keepers, lambda policy, count: f"{policy} wins {count}")
-        return _fit(f"impact: matches {least}{_vmis(impact.matches)} but governs none: {whose}"
-                    f"{now}")
-    sources = _listed(_by_count(impact.taken_from),
-                      lambda policy, count: _taken_from(policy, count, name))
-    return _fit(f"impact: would govern {least}{_vmis(impact.governs)} ({sources}); matches "
-                f"{least}{impact.matches}{now}")
+        if len(keepers) == 1 and impact.complete:
+            return _fitted(head, lambda cut, most: f"{cut(keepers[0][0])} wins "
+                           f"{'all ' if impact.matches > 1 else ''}{keepers[0][1]}", now)
+        return _fitted(head, lambda cut, most: _listed(
+            keepers, lambda policy, count: f"{cut(policy)} wins {count}", most), now)
+    sources = _by_count(impact.taken_from)
+    head = f"impact: would govern {least}{_vmis(impact.governs)} ("
+    tail = f"); matches {least}{impact.matches}{now}"
+    return _fitted(head, lambda cut, most: _listed(
+        sources, lambda policy, count: _taken_from(policy, count, name, cut), most), tail)
+
+
+Cut = Callable[[str], str]
+
+
+def _fitted(head: str, middle: Callable[[Cut, int], str], tail: str) -> str:
+    """`head + middle + tail` within the limit: the middle's names cut shorter, and fewer
+    of them named, until it fits (head and tail hold the figures)."""
+    for most in (2, 1, 0):
+        for width in (253, 40, 20):
+            text = head + middle(functools.partial(_cut, width=width), most) + tail
+            if len(text) <= MAX_WARNING_LENGTH:
+                return text
+    return (head + tail)[:MAX_WARNING_LENGTH]
+
+
+def _cut(name: str, width: int) -> str:
+    return name if len(name) <= width else name[:width - 3] + "..."
 
 
 def _by_count(counts: Counter[str]) -> list[tuple[str, int]]:
@@ -170,22 +193,21 @@ def _vmis(count: int) -> str:
     return f"{count} VMI" if count == 1 else f"{count} VMIs"
 
 
-def _taken_from(policy: str, count: int, name: str) -> str:
+def _taken_from(policy: str, count: int, name: str, cut: Cut) -> str:
     if policy == NO_POLICY:
         return f"{count} by no policy"
     if policy == name:
         return f"{count} it governs already"
-    return f"{count} now governed by {policy}"
+    return f"{count} now governed by {cut(policy)}"
 
 
-def _listed(items: list[tuple[str, int]], say: Callable[[str, int], str], most: int = 2) -> str:
-    """The first `most` items said in full, the rest counted."""
-    shown = [say(policy, count) for policy, count in items[:most]]
-    rest = items[most:]
+def _listed(items: list[tuple[str, int]], say: Callable[[str, int], str], most: int) -> str:
+    """The first `most` policies said in full, "no policy" always, the rest counted."""
+    named = [item for item in items if item[0] != NO_POLICY]
+    shown = [say(policy, count) for policy, count in named[:most]]
+    rest = named[most:]
     if rest:
-        shown.append(f"{sum(count for _, count in rest)} by {len(rest)} other policies")
+        others = "other policy" if len(rest) == 1 else "other policies"
+        shown.append(f"{sum(count for _, count in rest)} by {len(rest)} {others}")
+    shown += [say(policy, count) for policy, count in items if policy == NO_POLICY]
     return ", ".join(shown)
-
-
-def _fit(text: str) -> str:
-    return text if len(text) <= MAX_WARNING_LENGTH else text[:MAX_WARNING_LENGTH - 3] + "..."
