@@ -100,16 +100,16 @@ class PolicyValidator:
             parse=False,  # the answer needs the findings only
         ).findings
         if findings.valid:
-            return allowed([*findings.warnings, *self._impact(request, policy)])
+            return allowed([*findings.warnings, *self._impact(request, policy, valid=True)])
         if self.settings.enforcement is Enforcement.WARN:
             return allowed([*map(_enforcement_warning, findings.causes),
-                            *findings.warnings, *self._impact(request, policy)])
+                            *findings.warnings, *self._impact(request, policy, valid=False)])
         metadata = policy.get("metadata")
         name = metadata.get("name") if isinstance(metadata, dict) else None
         return invalid(findings=findings, group=policies.group, kind=policies.kind,
                        name=name if isinstance(name, str) else request.name)
 
-    def _impact(self, request: AdmissionRequest, policy: Any) -> list[str]:
+    def _impact(self, request: AdmissionRequest, policy: Any, *, valid: bool) -> list[str]:
         """The `impact:` warning of a policy about to be stored: none when turned off, or
         when its selectors cannot be read (an invalid policy admitted in warn mode).
 
@@ -117,7 +117,7 @@ class PolicyValidator:
         WouldBlock and the review is judged again in a worker thread."""
         if not self.settings.impact_warnings:
             return []
-        candidate = selectors_of(policy)
+        candidate = selectors_of(policy, valid=valid)
         if candidate is None:
             return []
         view = self.views()

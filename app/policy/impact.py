@@ -9,7 +9,6 @@ budget is spent, and then says `at least`.
 
 import functools
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -66,9 +65,9 @@ class ClusterView:
 class Impact:
     matches: int = 0
     governs: int = 0
-    taken_from: Counter[str] = field(default_factory=Counter)
+    taken_from: dict[str, int] = field(default_factory=dict)
     """VMIs it would govern, by the policy that governs them now (NO_POLICY for none)."""
-    kept_by: Counter[str] = field(default_factory=Counter)
+    kept_by: dict[str, int] = field(default_factory=dict)
     """VMIs it applies to but would not govern, by the policy that keeps them."""
     governs_now: int = 0
     """On UPDATE: the VMIs its stored version (the policy of its name) governs now,
@@ -83,11 +82,13 @@ def measure_impact(candidate: Policy, policies: PolicyIndex, view: ClusterView, 
     """Decide every VMI the candidate applies to, with and without it; then count the
     VMIs its stored version governs among those it no longer applies to."""
     impact = Impact()
-    deadline = clock() + budget_seconds
     name = candidate.name
+    stored = policies.get(name)
+    if stored is None and not view.namespaces_matching(candidate.namespace_selector):
+        return impact  # the usual new policy of a namespace selector no namespace matches
+    deadline = clock() + budget_seconds
     if candidate.has_selectors:
         _measure_matches(impact, candidate, policies, view, deadline, clock)
-    stored = policies.get(name)
     if (impact.complete and stored is not None and stored.has_selectors
             and (not candidate.has_selectors
                  or stored.selectors_key() != candidate.selectors_key())):
@@ -120,9 +121,10 @@ def _measure_matches(impact: Impact, candidate: Policy, policies: PolicyIndex,
                           if policy.name != name), None)
         if rival is None or key < precedence_key(rival, policies.mode):
             impact.governs += 1
-            impact.taken_from[current.name if current is not None else NO_POLICY] += 1
+            source = current.name if current is not None else NO_POLICY
+            impact.taken_from[source] = impact.taken_from.get(source, 0) + 1
         else:
-            impact.kept_by[rival.name] += 1
+            impact.kept_by[rival.name] = impact.kept_by.get(rival.name, 0) + 1
 
 
 def vmis_to_read(candidate: Policy, view: ClusterView) -> int:
@@ -184,7 +186,7 @@ def _cut(name: str, width: int) -> str:
     return name if len(name) <= width else name[:width - 3] + "..."
 
 
-def _by_count(counts: Counter[str]) -> list[tuple[str, int]]:
+def _by_count(counts: dict[str, int]) -> list[tuple[str, int]]:
     """Most VMIs first, then by name: the same words whatever order the VMIs were read in."""
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 

@@ -78,9 +78,10 @@ def _annotation_value(value: Any) -> str:
     return str(value)
 
 
-def selectors_of(obj: Any) -> Policy | None:
+def selectors_of(obj: Any, *, valid: bool = False) -> Policy | None:
     """A policy's name and selectors alone, or None when they are not maps of strings (an
-    invalid policy may be admitted by `--enforcement warn`): enough to match it."""
+    invalid policy may be admitted by `--enforcement warn`): enough to match it. `valid`:
+    the policy has passed validation, so its selectors are not checked again."""
     metadata = obj.get("metadata") if isinstance(obj, dict) else None
     spec = obj.get("spec") if isinstance(obj, dict) else None
     name = metadata.get("name") if isinstance(metadata, dict) else None
@@ -89,7 +90,7 @@ def selectors_of(obj: Any) -> Policy | None:
         return Policy(name=name if isinstance(name, str) else "", has_selectors=False)
     ns_selector = selectors.get("namespaceSelector") or {}
     vmi_selector = selectors.get("virtualMachineInstanceSelector") or {}
-    if not (_string_map(ns_selector) and _string_map(vmi_selector)):
+    if not valid and not (_string_map(ns_selector) and _string_map(vmi_selector)):
         return None
     return Policy(name=name if isinstance(name, str) else "",
                   namespace_selector=ns_selector, vmi_selector=vmi_selector)
