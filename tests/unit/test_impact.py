@@ -40,8 +40,8 @@ def measure(candidate: Policy, policies: list[Policy], vmis: dict[VmiKey, Labels
 
 
 def as_scan(impact: Impact) -> ScanImpact:
-    return ScanImpact(impact.matches, impact.governs, +impact.taken_from, +impact.kept_by,
-                      impact.governs_now)
+    return ScanImpact(impact.matches, impact.governs, Counter(impact.taken_from),
+                      Counter(impact.kept_by), impact.governs_now)
 
 
 # --- against the plain scan ------------------------------------------------------------------
@@ -330,8 +330,8 @@ def test_when_the_budget_runs_out_every_count_is_a_lower_bound(
     whole = impact_by_scan(proposed, made, state, namespaces, Precedence.DOCUMENTED)
     assert impact.matches <= whole.matches
     assert impact.governs <= whole.governs
-    assert not (impact.taken_from - whole.taken_from)
-    assert not (impact.kept_by - whole.kept_by)
+    assert not (Counter(impact.taken_from) - whole.taken_from)
+    assert not (Counter(impact.kept_by) - whole.kept_by)
     if impact.complete:
         assert as_scan(impact) == whole
     else:
