@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 import cluster
 import orjson
 import uvloop
+from tables import print_table
 
 from app.admission.answer import Answer, answer_review
 from app.admission.handlers import (
@@ -405,15 +406,6 @@ def time_command(directory: Path) -> tuple[float, float, str]:
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
-
-
-def print_table(rows: list[list[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for number, row in enumerate(rows):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-              .rstrip())
-        if number == 0:
-            print("  ".join("-" * width for width in widths))
 
 
 def ms(seconds: float) -> str:

@@ -27,6 +27,7 @@ import cluster
 import in_process
 import loadgen
 import servers
+from tables import print_table
 
 from app.admission.handlers import MUTATE_PATH, VALIDATE_PATH
 from app.serving.tls import ensure_dev_certificates
@@ -316,15 +317,6 @@ def cpu_table(results: dict[str, Result], plan: Plan) -> list[list[str]]:
     rows.append([f"mutate {most:,} vs {few} policies", "", "", f"{flat:.2f} ×", "≥ 0.80 ×",
                  verdict(flat, 0.80, at_least=True)])
     return rows
-
-
-def print_table(rows: list[list[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for number, row in enumerate(rows):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-              .rstrip())
-        if number == 0:
-            print("  ".join("-" * width for width in widths))
 
 
 def write_bodies(tmp: Path, plan: Plan) -> dict[str, Path]:
