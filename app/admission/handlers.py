@@ -19,7 +19,7 @@ from app.admission.review import (
 from app.k8s.resources import MIGRATION_POLICIES, VIRTUAL_MACHINE_INSTANCE_MIGRATIONS
 from app.policy.annotations import POLICY_ANNOTATION, stamp_patch
 from app.policy.findings import MAX_WARNING_LENGTH, Cause
-from app.policy.impact import ClusterView, impact_warning, measure_impact, vmis_to_read
+from app.policy.impact import ClusterView, impact_warning, measure_impact, more_vmis_than
 from app.policy.model import selectors_of
 from app.policy.validation import check_policy
 from app.settings import Enforcement, Settings
@@ -124,7 +124,7 @@ class PolicyValidator:
         if view is None:
             return [IMPACT_LOADING]
         on_loop = on_event_loop()
-        if on_loop and vmis_to_read(candidate, view) > IMPACT_ON_LOOP_VMIS:
+        if on_loop and more_vmis_than(candidate, view, IMPACT_ON_LOOP_VMIS):
             raise WouldBlock("the impact warning has many VMIs to read")
         impact = measure_impact(
             candidate, self.state.policies, view,

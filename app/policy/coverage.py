@@ -5,7 +5,6 @@ migration, so the report says exactly what the webhook would stamp now. A win is
 by the tie-break when the runner-up has the same score: the score alone did not choose.
 """
 
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -30,7 +29,7 @@ class Status(StrEnum):
     """Has no spec.selectors: applies to nothing, by definition."""
 
 
-@dataclass
+@dataclass(slots=True)
 class PolicyCoverage:
     """One policy's share: the VMIs it wins, those it applies to, who beats it where."""
 
@@ -39,7 +38,9 @@ class PolicyCoverage:
     governs: int = 0
     matches: int = 0
     tie_breaks: int = 0
-    beaten_by: Counter[str] = field(default_factory=Counter)
+    beaten_by: dict[str, int] = field(default_factory=dict)
+    """By the policy that wins them, the VMIs it applies to but does not govern (a plain
+    dict of strings and integers: the garbage collector does not track it)."""
 
     @property
     def status(self) -> Status:
@@ -123,7 +124,7 @@ def coverage(
                 share = shares[policy.name]
                 share.matches += 1
                 if policy is not winner:
-                    share.beaten_by[winner.name] += 1
+                    share.beaten_by[winner.name] = share.beaten_by.get(winner.name, 0) + 1
         if per_vmi:
             decisions.append(VmiDecision(
                 namespace, name, winner.name if winner else None,

@@ -27,11 +27,11 @@ CHECK_EVERY = 16
 class ClusterView:
     """The VMIs and namespaces of one moment, arranged for `measure_impact`."""
 
-    vmis_by_namespace: Mapping[str, list[Labels]]
+    vmis_by_namespace: Mapping[str, tuple[Labels, ...]]
     """The labels of each VMI, by namespace (names are not needed: one list a namespace
     keeps the view to a few objects, which the garbage collector scans)."""
     namespaces: Mapping[str, Labels]
-    namespaces_by_pair: Mapping[tuple[str, str], list[str]]
+    namespaces_by_pair: Mapping[tuple[str, str], tuple[str, ...]]
 
     @classmethod
     def build(cls, vmis: Mapping[tuple[str, str], Labels],
@@ -43,22 +43,23 @@ class ClusterView:
         for namespace, labels in namespaces.items():
             for pair in labels.items():
                 by_pair.setdefault(pair, []).append(namespace)
-        return cls(by_namespace, namespaces, by_pair)
+        # Tuples of untracked objects leave the garbage collector's lists at its next pass;
+        # lists never do, and a full collection with the GIL held would scan every one.
+        return cls({namespace: tuple(found) for namespace, found in by_namespace.items()},
+                   namespaces, {pair: tuple(found) for pair, found in by_pair.items()})
 
-    def vmis_within(self, namespaces: list[str]) -> int:
-        """How many VMIs those namespaces hold: what a pass over them would read at most."""
-        by_namespace = self.vmis_by_namespace
-        return sum(len(by_namespace.get(namespace, ())) for namespace in namespaces)
-
-    def namespaces_matching(self, selector: Labels) -> list[str]:
+    def namespaces_matching(self, selector: Labels) -> Iterator[str]:
         """The namespaces whose labels hold every pair of `selector`."""
         if not selector:
-            return list(self.namespaces)
-        rarest = min((self.namespaces_by_pair.get(pair, []) for pair in selector.items()),
+            yield from self.namespaces
+            return
+        rarest = min((self.namespaces_by_pair.get(pair, ()) for pair in selector.items()),
                      key=len)
         pairs = selector.items()
-        return [namespace for namespace in rarest
-                if pairs <= self.namespaces[namespace].items()]
+        namespaces = self.namespaces
+        for namespace in rarest:
+            if pairs <= namespaces[namespace].items():
+                yield namespace
 
 
 @dataclass
@@ -84,7 +85,8 @@ def measure_impact(candidate: Policy, policies: PolicyIndex, view: ClusterView, 
     impact = Impact()
     name = candidate.name
     stored = policies.get(name)
-    if stored is None and not view.namespaces_matching(candidate.namespace_selector):
+    if stored is None and next(view.namespaces_matching(candidate.namespace_selector),
+                               None) is None:
         return impact  # the usual new policy of a namespace selector no namespace matches
     deadline = clock() + budget_seconds
     if candidate.has_selectors:
@@ -127,12 +129,18 @@ def _measure_matches(impact: Impact, candidate: Policy, policies: PolicyIndex,
             impact.kept_by[rival.name] = impact.kept_by.get(rival.name, 0) + 1
 
 
-def vmis_to_read(candidate: Policy, view: ClusterView) -> int:
-    """How many VMIs `measure_impact` may read for the candidate: those of the namespaces its
-    namespace selector matches (cheap to count; reading them is not)."""
+def more_vmis_than(candidate: Policy, view: ClusterView, limit: int) -> bool:
+    """Whether the namespaces the candidate's namespace selector matches hold more than
+    `limit` VMIs: what a pass would read at most (counted until it is known)."""
     if not candidate.has_selectors:
-        return 0
-    return view.vmis_within(view.namespaces_matching(candidate.namespace_selector))
+        return False
+    by_namespace = view.vmis_by_namespace
+    found = 0
+    for namespace in view.namespaces_matching(candidate.namespace_selector):
+        found += len(by_namespace.get(namespace, ()))
+        if found > limit:
+            return True
+    return False
 
 
 def _applicable_vmis(candidate: Policy, view: ClusterView) -> Iterator[tuple[Labels, Labels]]:
