@@ -27,9 +27,10 @@ CHECK_EVERY = 16
 class ClusterView:
     """The VMIs and namespaces of one moment, arranged for `measure_impact`."""
 
-    vmis_by_namespace: Mapping[str, tuple[Labels, ...]]
-    """The labels of each VMI, by namespace (names are not needed: one list a namespace
-    keeps the view to a few objects, which the garbage collector scans)."""
+    vmis: tuple[Labels, ...]
+    """The labels of every VMI, those of a namespace side by side (names are not needed)."""
+    spans: Mapping[str, tuple[int, int]]
+    """Where each namespace's VMIs are in `vmis`."""
     namespaces: Mapping[str, Labels]
     namespaces_by_pair: Mapping[tuple[str, str], tuple[str, ...]]
 
@@ -39,14 +40,28 @@ class ClusterView:
         by_namespace: dict[str, list[Labels]] = {}
         for (namespace, _), labels in vmis.items():
             by_namespace.setdefault(namespace, []).append(labels)
+        flat: list[Labels] = []
+        spans = {}
+        for namespace, found in by_namespace.items():
+            spans[namespace] = (len(flat), len(flat) + len(found))
+            flat += found
         by_pair: dict[tuple[str, str], list[str]] = {}
         for namespace, labels in namespaces.items():
             for pair in labels.items():
                 by_pair.setdefault(pair, []).append(namespace)
-        # Tuples of untracked objects leave the garbage collector's lists at its next pass;
-        # lists never do, and a full collection with the GIL held would scan every one.
-        return cls({namespace: tuple(found) for namespace, found in by_namespace.items()},
-                   namespaces, {pair: tuple(found) for pair, found in by_pair.items()})
+        # What a view keeps is what the garbage collector scans at every full collection,
+        # with the GIL held: one tuple of the VMIs' labels, and tuples of strings and of
+        # integers, which it stops tracking, rather than 10,000 lists.
+        return cls(tuple(flat), spans, namespaces,
+                   {pair: tuple(found) for pair, found in by_pair.items()})
+
+    def vmis_in(self, namespace: str) -> tuple[Labels, ...]:
+        start, end = self.spans.get(namespace, (0, 0))
+        return self.vmis[start:end]
+
+    def count_in(self, namespace: str) -> int:
+        start, end = self.spans.get(namespace, (0, 0))
+        return end - start
 
     def namespaces_matching(self, selector: Labels) -> Iterator[str]:
         """The namespaces whose labels hold every pair of `selector`."""
@@ -134,10 +149,9 @@ def more_vmis_than(candidate: Policy, view: ClusterView, limit: int) -> bool:
     `limit` VMIs: what a pass would read at most (counted until it is known)."""
     if not candidate.has_selectors:
         return False
-    by_namespace = view.vmis_by_namespace
     found = 0
     for namespace in view.namespaces_matching(candidate.namespace_selector):
-        found += len(by_namespace.get(namespace, ()))
+        found += view.count_in(namespace)
         if found > limit:
             return True
     return False
@@ -147,7 +161,7 @@ def _applicable_vmis(candidate: Policy, view: ClusterView) -> Iterator[tuple[Lab
     pairs = candidate.vmi_selector.items()
     for namespace in view.namespaces_matching(candidate.namespace_selector):
         ns_labels = view.namespaces[namespace]
-        for vmi_labels in view.vmis_by_namespace.get(namespace, ()):
+        for vmi_labels in view.vmis_in(namespace):
             if pairs <= vmi_labels.items():
                 yield vmi_labels, ns_labels
 

@@ -8,9 +8,12 @@ answering reviews during a pass of seconds.
 """
 
 import asyncio
+import gc
 import logging
+import sys
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -26,6 +29,9 @@ CHANGE_POLL_SECONDS = 0.5
 READY_POLL_SECONDS = 0.05
 """How often the state is asked whether it is ready, before the first pass."""
 PREFIX = "migration_policy_webhook_"
+PASS_SWITCH_INTERVAL = 0.001
+"""Seconds a thread may hold the GIL while another waits, during a pass (Python's default
+is 0.005)."""
 
 
 class CoverageKeeper:
@@ -35,7 +41,7 @@ class CoverageKeeper:
         self.state = state
         self.interval = interval
         self.view: ClusterView | None = None
-        self.report: Coverage | None = None
+        self.figures: CoverageFigures | None = None
         self.passes = 0
         self._seen = -1
 
@@ -43,7 +49,25 @@ class CoverageKeeper:
         return self.view
 
     def refresh(self) -> None:
-        """One pass (blocking: call it in a worker thread)."""
+        """One pass (blocking: call it in a worker thread).
+
+        The cyclic garbage collector is paused for the pass: its garbage is acyclic, freed
+        as it goes, and a full collection started by its allocations would hold the GIL
+        (the event loop's) for as long as it scans. What it leaves is a few objects. And
+        the interpreter's switch interval is 1 ms meanwhile, not 5: the event loop waits
+        for the GIL at most that long behind the pass."""
+        paused = gc.isenabled()
+        interval = sys.getswitchinterval()
+        gc.disable()
+        sys.setswitchinterval(PASS_SWITCH_INTERVAL)
+        try:
+            self._pass()
+        finally:
+            sys.setswitchinterval(interval)
+            if paused:
+                gc.enable()
+
+    def _pass(self) -> None:
         started = time.perf_counter()
         changes = self.state.changes()
         vmis = self.state.all_vmi_labels()
@@ -51,11 +75,12 @@ class CoverageKeeper:
         count = len(vmis)
         view = self.view = ClusterView.build(vmis, namespaces)  # first: readiness waits for it
         del vmis  # a copy of 100,000 entries: gone before the pass, which reads the view
-        self.report = coverage(self.state.policies, _vmis_of(view), view.namespaces,
-                               pause=_yield_the_gil)
+        report = coverage(self.state.policies, _vmis_of(view), view.namespaces,
+                          pause=_yield_the_gil)
+        self.figures = CoverageFigures.of(report)
         self._seen = changes
         self.passes += 1
-        log.debug("coverage of %d policies over %d VMIs in %.3f s", len(self.report.policies),
+        log.debug("coverage of %d policies over %d VMIs in %.3f s", len(report.policies),
                   count, time.perf_counter() - started)
 
     async def run(self) -> None:
@@ -69,13 +94,29 @@ class CoverageKeeper:
 
 def _vmis_of(view: ClusterView) -> Iterator[tuple[tuple[str, str], Mapping[str, str]]]:
     """The view's VMIs as `coverage` takes them (their names are not needed: no --vmis)."""
-    for namespace, group in view.vmis_by_namespace.items():
-        for labels in group:
+    for namespace in view.spans:
+        for labels in view.vmis_in(namespace):
             yield (namespace, ""), labels
 
 
 def _yield_the_gil() -> None:
     time.sleep(0)
+
+
+@dataclass(frozen=True)
+class CoverageFigures:
+    """What the metrics need of a pass, kept as strings and integers in tuples and dicts,
+    which the garbage collector stops tracking (a full collection would otherwise scan
+    10,000 objects a pass leaves, holding the GIL)."""
+
+    statuses: Mapping[str, int]
+    per_policy: Mapping[str, tuple[int, int]]
+    """(governed, matched) VMIs by policy name."""
+
+    @classmethod
+    def of(cls, report: Coverage) -> "CoverageFigures":
+        return cls({status.value: len(report.in_status(status)) for status in Status},
+                   {share.name: (share.governs, share.matches) for share in report.policies})
 
 
 class CoverageCollector(Collector):
@@ -87,15 +128,15 @@ class CoverageCollector(Collector):
         self._per_policy = per_policy
 
     def collect(self) -> Iterator[Metric]:
-        report = self._keeper.report
-        if report is None:
+        figures = self._keeper.figures
+        if figures is None:
             return
         statuses = GaugeMetricFamily(
             PREFIX + "policies", "MigrationPolicies by what they govern: active, shadowed "
             "(applies to VMIs, governs none), unused (applies to none), no-selectors.",
             labels=["status"])
-        for status in Status:
-            statuses.add_metric([status.value], len(report.in_status(status)))
+        for status, count in figures.statuses.items():
+            statuses.add_metric([status], count)
         yield statuses
         if not self._per_policy:
             return
@@ -105,8 +146,8 @@ class CoverageCollector(Collector):
         matched = GaugeMetricFamily(
             PREFIX + "policy_matched_vmis", "VMIs a policy applies to now, whether or not it "
             "takes precedence.", labels=["policy"])
-        for share in report.policies:
-            governed.add_metric([share.name], share.governs)
-            matched.add_metric([share.name], share.matches)
+        for name, (governs, matches) in figures.per_policy.items():
+            governed.add_metric([name], governs)
+            matched.add_metric([name], matches)
         yield governed
         yield matched
