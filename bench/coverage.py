@@ -48,7 +48,7 @@ from app.admission.handlers import (
     IMPACT_ON_LOOP_SECONDS,
     PolicyValidator,
 )
-from app.policy.coverage import Coverage, Status, coverage
+from app.policy.coverage import Coverage, coverage
 from app.policy.impact import ClusterView
 from app.policy.model import policy_from_object
 from app.policy.precedence import PolicyIndex
@@ -441,7 +441,7 @@ def main() -> None:
           f"{args.rounds} rounds:")
     passes = time_coverage(state, args.rounds)
     report = passes.report
-    counts = {status.value: len(report.in_status(status)) for status in Status}
+    counts = {status.value: count for status, count in report.status_counts().items()}
     governed = sum(policy.governs for policy in report.policies)
     print(f"  wall {', '.join(f'{wall:.2f}' for wall in passes.walls)} s; CPU "
           f"{', '.join(f'{cpu:.2f}' for cpu in passes.cpus)} s")
@@ -458,7 +458,7 @@ def main() -> None:
           f"{view:.1f} MiB", flush=True)
 
     keeper = CoverageKeeper(state, interval=30.0)  # type: ignore[arg-type]
-    validator = PolicyValidator(settings, state, keeper.latest_view)  # type: ignore[arg-type]
+    validator = PolicyValidator(settings, state, lambda: keeper.view)  # type: ignore[arg-type]
 
     async def on_the_loop() -> tuple[list[LagFigures], list[CaseFigures]]:
         lagged = await keeper_passes(keeper, args.passes, floor_seconds=2.0)

@@ -3,10 +3,9 @@ which VMIs only a tie-break decides (`--fail-on` makes any of those an exit 1, f
 
 import os
 import sys
-from collections.abc import Iterable
 from typing import Any
 
-from app.commands.output import Output, dump
+from app.commands.output import Output, dump, table
 from app.commands.state import synced_state
 from app.policy.coverage import Coverage, PolicyCoverage, Status, coverage
 from app.settings import KUBE_STATE, Settings
@@ -74,22 +73,13 @@ def as_document(report: Coverage, settings: Settings, *, per_vmi: bool) -> dict[
     return document
 
 
-def table(rows: Iterable[tuple[str, ...]]) -> str:
-    """Columns padded to their widest cell, the last one left as it is."""
-    rows = list(rows)
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
-    return "\n".join("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths,
-                                                                         strict=False)),
-                                row[-1]]).rstrip() for row in rows)
-
-
 def as_text(report: Coverage, settings: Settings, *, per_vmi: bool) -> str:
     policies = table([("POLICY", "STATUS", "GOVERNS", "MATCHES", "TIE-BREAKS", "BEATEN BY"),
                       *((policy.name, policy.status.value, str(policy.governs),
                          str(policy.matches), str(policy.tie_breaks), _beaten_by_text(policy))
                         for policy in report.policies)])
     governed = sum(policy.governs for policy in report.policies)
-    counts = {status: len(report.in_status(status)) for status in Status}
+    counts = report.status_counts()
     summary = (f"{report.vmi_count} VMIs in {_shown(settings.state)} (precedence "
                f"{settings.precedence.value}):\n{governed} governed by a policy, "
                f"{report.vmi_count - report.without_namespace - governed} by none")

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from app.commands.output import Output, dump
+from app.commands.output import Output, dump, table
 from app.commands.state import synced_state
 from app.policy.effective import Effective, effective_configuration
 from app.policy.model import Policy
@@ -104,12 +104,7 @@ def format_verdicts(verdicts: list[Verdict]) -> str:
         decision = ("WINS: " if verdict.wins else "") + verdict.reason
         rows.append((verdict.policy.name, "yes" if verdict.applies else "no",
                      str(verdict.policy.score), decision))
-    widths = [max(len(row[column]) for row in rows) for column in range(3)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
-        + "  " + row[3]
-        for row in rows
-    )
+    return table(rows)
 
 
 def verdicts_as_dicts(verdicts: list[Verdict]) -> list[dict[str, Any]]:
@@ -184,6 +179,4 @@ def format_effective(effective: Mapping[str, Effective]) -> str:
             else found.value
         source = f"{found.source} {found.policy}" if found.policy else found.source
         rows.append((name, value, source))
-    widths = [max(len(row[column]) for row in rows) for column in range(2)]
-    return "\n".join(f"{row[0].ljust(widths[0])}  {row[1].ljust(widths[1])}  {row[2]}"
-                     for row in rows)
+    return table(rows)

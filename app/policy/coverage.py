@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
-from app.policy.model import Policy
 from app.policy.precedence import PolicyIndex
 
 VmiKey = tuple[str, str]
@@ -74,22 +73,17 @@ class Coverage:
     without_namespace: int
     """VMIs whose namespace the state does not hold: the webhook stamps none of them."""
 
-    def in_status(self, *statuses: Status) -> list[PolicyCoverage]:
-        return [policy for policy in self.policies if policy.status in statuses]
+    def status_counts(self) -> dict[Status, int]:
+        """Policies by status, every status present (0 where none is)."""
+        counts = dict.fromkeys(Status, 0)
+        for policy in self.policies:
+            counts[policy.status] += 1
+        return counts
 
     @property
     def tie_broken(self) -> int:
         """VMIs whose policy was chosen by the tie-break."""
         return sum(policy.tie_breaks for policy in self.policies)
-
-
-def decide(policies: PolicyIndex, vmi_labels: Mapping[str, str],
-           ns_labels: Mapping[str, str]) -> tuple[Policy | None, Policy | None, list[Policy]]:
-    """The winner, the runner-up and every applicable policy, the winner first."""
-    applicable = policies.applicable(vmi_labels, ns_labels)
-    winner = applicable[0] if applicable else None
-    runner_up = applicable[1] if len(applicable) > 1 else None
-    return winner, runner_up, applicable
 
 
 def coverage(
@@ -119,7 +113,9 @@ def coverage(
         if ns_labels is None:
             without_namespace += 1
             continue
-        winner, runner_up, applicable = decide(policies, labels, ns_labels)
+        applicable = policies.applicable(labels, ns_labels)
+        winner = applicable[0] if applicable else None
+        runner_up = applicable[1] if len(applicable) > 1 else None
         tie_break = (winner is not None and runner_up is not None
                      and runner_up.score == winner.score)
         if winner is not None:

@@ -105,14 +105,14 @@ def measure_impact(candidate: Policy, policies: PolicyIndex, view: ClusterView, 
         return impact  # the usual new policy of a namespace selector no namespace matches
     deadline = clock() + budget_seconds
     if candidate.has_selectors:
-        _measure_matches(impact, candidate, policies, view, deadline, clock)
+        _measure_matches(impact, candidate, policies,
+                         _within_budget(_applicable_vmis(candidate, view), impact, deadline,
+                                        clock))
     if (impact.complete and stored is not None and stored.has_selectors
             and (not candidate.has_selectors
                  or stored.selectors_key() != candidate.selectors_key())):
-        for number, (vmi_labels, ns_labels) in enumerate(_applicable_vmis(stored, view)):
-            if number % CHECK_EVERY == CHECK_EVERY - 1 and clock() > deadline:
-                impact.complete = False
-                break
+        for vmi_labels, ns_labels in _within_budget(_applicable_vmis(stored, view), impact,
+                                                    deadline, clock):
             if candidate.applies_to(vmi_labels, ns_labels):
                 continue  # counted above
             current = policies.winner(vmi_labels, ns_labels)
@@ -121,14 +121,22 @@ def measure_impact(candidate: Policy, policies: PolicyIndex, view: ClusterView, 
     return impact
 
 
-def _measure_matches(impact: Impact, candidate: Policy, policies: PolicyIndex,
-                     view: ClusterView, deadline: float, clock: Callable[[], float]) -> None:
-    key = precedence_key(candidate, policies.mode)
-    name = candidate.name
-    for number, (vmi_labels, ns_labels) in enumerate(_applicable_vmis(candidate, view)):
+def _within_budget(vmis: Iterator[tuple[Labels, Labels]], impact: Impact, deadline: float,
+                   clock: Callable[[], float]) -> Iterator[tuple[Labels, Labels]]:
+    """`vmis` until the deadline passes (read every CHECK_EVERY VMIs); then the impact is
+    marked incomplete."""
+    for number, found in enumerate(vmis):
         if number % CHECK_EVERY == CHECK_EVERY - 1 and clock() > deadline:
             impact.complete = False
-            break
+            return
+        yield found
+
+
+def _measure_matches(impact: Impact, candidate: Policy, policies: PolicyIndex,
+                     vmis: Iterator[tuple[Labels, Labels]]) -> None:
+    key = precedence_key(candidate, policies.mode)
+    name = candidate.name
+    for vmi_labels, ns_labels in vmis:
         impact.matches += 1
         current = policies.winner(vmi_labels, ns_labels)
         rival = current

@@ -116,7 +116,7 @@ async def _send_405(send: Send, status: int, body: bytes) -> None:
 def create_service(settings: Settings, state: ClusterState) -> Service:
     """Everything `serve` runs, for these settings and this cluster state."""
     keeper = CoverageKeeper(state, interval=settings.coverage_interval)
-    handlers = build_handlers(settings, state, keeper.latest_view)
+    handlers = build_handlers(settings, state, lambda: keeper.view)
     metrics = Metrics(tuple(handlers))
     review_log = ReviewLog(settings.logging_format)
     metrics.registry.register(state.collector())

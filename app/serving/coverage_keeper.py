@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from app.policy.coverage import Coverage, Status, coverage
+from app.policy.coverage import Coverage, coverage
 from app.policy.impact import ClusterView
 from app.state import ClusterState
 
@@ -44,9 +44,6 @@ class CoverageKeeper:
         self.figures: CoverageFigures | None = None
         self.passes = 0
         self._seen = -1
-
-    def latest_view(self) -> ClusterView | None:
-        return self.view
 
     def refresh(self) -> None:
         """One pass (blocking: call it in a worker thread).
@@ -115,7 +112,7 @@ class CoverageFigures:
 
     @classmethod
     def of(cls, report: Coverage) -> "CoverageFigures":
-        return cls({status.value: len(report.in_status(status)) for status in Status},
+        return cls({status.value: count for status, count in report.status_counts().items()},
                    {share.name: (share.governs, share.matches) for share in report.policies})
 
 

@@ -181,7 +181,7 @@ class KubeState:
         except TransportErrors as error:
             raise LookupFailed(f"listing {KUBEVIRTS.plural} failed: {error}") from error
         items = sorted((item for item in found.get("items") or [] if isinstance(item, dict)),
-                       key=_namespaced_name)
+                       key=namespaced_key)
         if not items:
             return None
         migrations = (((items[0].get("spec") or {}).get("configuration") or {})
@@ -286,11 +286,6 @@ class KubeState:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-
-
-def _namespaced_name(obj: Mapping[str, Any]) -> tuple[str, str]:
-    metadata = obj.get("metadata") or {}
-    return str(metadata.get("namespace", "")), str(metadata.get("name", ""))
 
 
 def _why(error: Exception, timeout: float) -> str:

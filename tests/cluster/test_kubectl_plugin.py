@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.cluster_state import delete_namespace
 from tests.support.control_plane import ControlPlane
 from tests.support.kubectl_user import admin_kubeconfig, run_kubectl
 from tests.support.unvalidated import store_without_validation
@@ -43,19 +44,6 @@ OBJECTS = [
                   "labels": {"plugin-workload-type": "db"}},
      "spec": {"domain": {"devices": {}, "resources": {"requests": {"memory": "1Gi"}}}}},
 ]
-
-
-def delete_namespace(plane: ControlPlane, name: str) -> None:
-    """Delete a namespace whose objects are gone. No controller manager runs here, so its
-    `kubernetes` finalizer is removed as the namespace controller would."""
-    plane.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
-    with plane.client() as client:
-        answer = client.get(f"/api/v1/namespaces/{name}")
-        if answer.status_code == 404:
-            return
-        document = answer.json()
-        document["spec"]["finalizers"] = []
-        client.put(f"/api/v1/namespaces/{name}/finalize", json=document).raise_for_status()
 
 
 @pytest.fixture(scope="module")

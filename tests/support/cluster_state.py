@@ -19,6 +19,7 @@ import yaml
 
 from tests.support.control_plane import ControlPlane, kubeconfig_text
 from tests.support.in_cluster import NAMESPACE, SERVICE_ACCOUNT
+from tests.support.kubeapi.objects import policy as policy  # one builder for both tiers
 from tests.support.live_cluster import wait_for
 from tests.support.service import REPO, RunningService, start_service, stop_service
 
@@ -37,17 +38,6 @@ def vmi(namespace_name: str, name: str, labels: Mapping[str, str] | None = None)
     return {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
             "metadata": {"name": name, "namespace": namespace_name,
                          "labels": dict(labels or {})}}
-
-
-def policy(name: str, *, namespace_selector: Mapping[str, str] | None = None,
-           vmi_selector: Mapping[str, str] | None = None, **spec: Any) -> Document:
-    selectors: dict[str, Any] = {}
-    if namespace_selector is not None:
-        selectors["namespaceSelector"] = dict(namespace_selector)
-    if vmi_selector is not None:
-        selectors["virtualMachineInstanceSelector"] = dict(vmi_selector)
-    return {"apiVersion": "migrations.kubevirt.io/v1alpha1", "kind": "MigrationPolicy",
-            "metadata": {"name": name}, "spec": {**spec, "selectors": selectors}}
 
 
 def apply(plane: ControlPlane, *documents: Document) -> None:
