@@ -6,7 +6,7 @@ decision with the request's uid, for the server and the `review` command alike.
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from app.admission.review import (
     AdmissionRequest,
@@ -20,7 +20,7 @@ from app.k8s.resources import MIGRATION_POLICIES, VIRTUAL_MACHINE_INSTANCE_MIGRA
 from app.policy.annotations import POLICY_ANNOTATION, stamp_patch
 from app.policy.findings import MAX_WARNING_LENGTH, Cause
 from app.policy.impact import ClusterView, impact_warning, measure_impact, more_vmis_than
-from app.policy.model import selectors_of
+from app.policy.model import Policy, selectors_of
 from app.policy.validation import check_policy
 from app.settings import Enforcement, Settings
 from app.state import ClusterState, LookupFailed, WouldBlock, on_event_loop
@@ -91,34 +91,31 @@ class PolicyValidator:
         policy = request.object
         if policy is None:
             return self.malformed(_missing_object(request))
-        findings = check_policy(
+        findings, selectors = check_policy(
             policy,
             old=request.old_object if request.operation == "UPDATE" else None,
             feature_gates=self.settings.feature_gates,
             same_selectors=self.state.policies.with_same_selectors,
             deny_duplicate_selectors=self.settings.deny_duplicate_selectors,
-            parse=False,  # the answer needs the findings only
-        ).findings
-        if findings.valid:
-            return allowed([*findings.warnings, *self._impact(request, policy, valid=True)])
+            parse=False,  # the answer needs the findings and the selectors only
+        )
+        if selectors is not None:
+            return allowed([*findings.warnings, *self._impact(request, selectors)])
         if self.settings.enforcement is Enforcement.WARN:
-            return allowed([*map(_enforcement_warning, findings.causes),
-                            *findings.warnings, *self._impact(request, policy, valid=False)])
+            return allowed([*map(_enforcement_warning, findings.causes), *findings.warnings,
+                            *self._impact(request, selectors_of(policy))])
         metadata = policy.get("metadata")
         name = metadata.get("name") if isinstance(metadata, dict) else None
         return invalid(findings=findings, group=policies.group, kind=policies.kind,
                        name=name if isinstance(name, str) else request.name)
 
-    def _impact(self, request: AdmissionRequest, policy: Any, *, valid: bool) -> list[str]:
+    def _impact(self, request: AdmissionRequest, candidate: Policy | None) -> list[str]:
         """The `impact:` warning of a policy about to be stored: none when turned off, or
         when its selectors cannot be read (an invalid policy admitted in warn mode).
 
         On the event loop it may take IMPACT_ON_LOOP_SECONDS; a larger pass raises
         WouldBlock and the review is judged again in a worker thread."""
-        if not self.settings.impact_warnings:
-            return []
-        candidate = selectors_of(policy, valid=valid)
-        if candidate is None:
+        if candidate is None or not self.settings.impact_warnings:
             return []
         view = self.views()
         if view is None:

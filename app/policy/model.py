@@ -78,10 +78,9 @@ def _annotation_value(value: Any) -> str:
     return str(value)
 
 
-def selectors_of(obj: Any, *, valid: bool = False) -> Policy | None:
+def selectors_of(obj: Any) -> Policy | None:
     """A policy's name and selectors alone, or None when they are not maps of strings (an
-    invalid policy may be admitted by `--enforcement warn`): enough to match it. `valid`:
-    the policy has passed validation, so its selectors are not checked again."""
+    invalid policy may be admitted by `--enforcement warn`): enough to match it."""
     metadata = obj.get("metadata") if isinstance(obj, dict) else None
     spec = obj.get("spec") if isinstance(obj, dict) else None
     name = metadata.get("name") if isinstance(metadata, dict) else None
@@ -90,10 +89,21 @@ def selectors_of(obj: Any, *, valid: bool = False) -> Policy | None:
         return Policy(name=name if isinstance(name, str) else "", has_selectors=False)
     ns_selector = selectors.get("namespaceSelector") or {}
     vmi_selector = selectors.get("virtualMachineInstanceSelector") or {}
-    if not valid and not (_string_map(ns_selector) and _string_map(vmi_selector)):
+    if not (_string_map(ns_selector) and _string_map(vmi_selector)):
         return None
     return Policy(name=name if isinstance(name, str) else "",
                   namespace_selector=ns_selector, vmi_selector=vmi_selector)
+
+
+def selectors_from_object(obj: Mapping[str, Any]) -> Policy:
+    """The name and selectors of a MigrationPolicy object that has passed validation,
+    without its settings: what matching needs."""
+    name = (obj.get("metadata") or {}).get("name", "")
+    selectors = (obj.get("spec") or {}).get("selectors")
+    if not isinstance(selectors, dict):
+        return Policy(name=name, has_selectors=False)
+    return Policy(name=name, namespace_selector=selectors.get("namespaceSelector") or {},
+                  vmi_selector=selectors.get("virtualMachineInstanceSelector") or {})
 
 
 def _string_map(value: Any) -> bool:

@@ -27,7 +27,7 @@ from app.policy.findings import (
     field_name,
     quote,
 )
-from app.policy.model import Policy, policy_from_object
+from app.policy.model import Policy, policy_from_object, selectors_from_object
 from app.policy.schema import (
     INT64_MAX,
     TOP_LEVEL_FIELDS,
@@ -108,7 +108,8 @@ class CheckedPolicy(NamedTuple):
 
     findings: Findings
     policy: Policy | None
-    """The policy as matching and stamping need it: None if invalid, or not asked for."""
+    """None if invalid; else the policy as stamping needs it, or with `parse=False` its
+    name and selectors alone (what matching needs, made once for every check of them)."""
 
 
 def check_policy(
@@ -125,18 +126,21 @@ def check_policy(
 
     The one way a MigrationPolicy is checked: by the webhook, both cluster states, `lint`
     and `audit`. `obj` may be any JSON value: what is not an object is refused as a whole.
-    The webhook passes `parse=False`: it answers from the findings alone, and building the
-    policy would cost every review time for nothing. A policy of the common valid shape
+    The webhook passes `parse=False`: it needs the findings and the selectors (for the
+    impact warning), and building the settings would cost every review time for nothing.
+    A policy of the common valid shape
     (`app.policy.common_shape`) is recognised in one pass; any other is walked field by
     field (`schema_findings`). Either way, a valid policy is then compared with the others'
     selectors.
     """
     shape = common_shape(obj)
     findings = schema_findings(obj, feature_gates, old) if shape is None else _warnings(shape)
-    if same_selectors is not None and findings.valid:
-        _check_duplicates(obj, same_selectors, deny_duplicate_selectors, findings)
-    valid = findings.valid
-    return CheckedPolicy(findings, policy_from_object(obj) if parse and valid else None)
+    if not findings.valid:
+        return CheckedPolicy(findings, None)
+    policy = policy_from_object(obj) if parse else selectors_from_object(obj)
+    if same_selectors is not None:
+        _check_duplicates(policy, same_selectors, deny_duplicate_selectors, findings)
+    return CheckedPolicy(findings, policy if findings.valid else None)
 
 
 def schema_findings(
@@ -314,18 +318,12 @@ def _bandwidth_warning(bandwidth: int | str, says: str) -> str:
 
 
 def _check_duplicates(
-    obj: Mapping[str, Any], same_selectors: SameSelectors, deny: bool, findings: Findings
+    policy: Policy, same_selectors: SameSelectors, deny: bool, findings: Findings
 ) -> None:
     """Warn about, or refuse, a valid policy whose selectors equal another policy's."""
-    name = obj["metadata"].get("name")  # valid: metadata and spec.selectors are objects
+    name = policy.name
     if not name:  # a generateName: no other policy can be this one
         return
-    selectors = obj["spec"]["selectors"]
-    policy = Policy(  # what the index compares: the name and the selectors
-        name=name,
-        namespace_selector=selectors.get("namespaceSelector") or {},
-        vmi_selector=selectors.get("virtualMachineInstanceSelector") or {},
-    )
     others = [other for other in same_selectors(policy) if other != name]
     if not others:
         return

@@ -13,7 +13,7 @@ from app.k8s.resources import (
     VIRTUAL_MACHINE_INSTANCES,
 )
 from app.policy.feature_gates import KNOWN_FEATURE_GATES
-from app.policy.model import policy_from_object
+from app.policy.model import Policy, policy_from_object
 from app.policy.precedence import PolicyIndex, Precedence
 from app.policy.validation import check_policy, validate_policy
 from app.state.kube_api import KubeApi, KubeConfigError
@@ -35,10 +35,15 @@ def test_a_valid_policy_gives_its_policy_and_no_cause() -> None:
     assert checked.policy.settings["allowWorkloadDisruption"] == "true"
 
 
-def test_parse_false_gives_the_same_findings_and_no_policy() -> None:
+def test_parse_false_gives_the_same_findings_and_the_selectors_alone() -> None:
     checked = check_policy(POLICY, feature_gates=KNOWN_FEATURE_GATES, parse=False)
-    assert checked.policy is None
     assert checked.findings.valid
+    full = policy_from_object(POLICY)
+    assert checked.policy == Policy(name="gold", namespace_selector=full.namespace_selector,
+                                    vmi_selector=full.vmi_selector)
+    assert not checked.policy.settings
+    invalid = check_policy({**POLICY, "spec": None}, feature_gates=frozenset(), parse=False)
+    assert invalid.policy is None
 
 
 @pytest.mark.parametrize("broken", [
