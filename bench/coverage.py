@@ -93,7 +93,7 @@ class BenchState:
     def namespace_labels(self, name: str) -> Mapping[str, str] | None:
         return self._namespaces.get(name)
 
-    def all_vmi_labels(self) -> Mapping[tuple[str, str], Mapping[str, str]]:
+    def all_vmi_labels(self) -> dict[tuple[str, str], Mapping[str, str]]:
         return self._vmis.snapshot()
 
     def all_namespace_labels(self) -> Mapping[str, Mapping[str, str]]:
@@ -451,7 +451,7 @@ def main() -> None:
     per_vmi = traced_peak_mib(lambda: coverage(
         state.policies, state.all_vmi_labels().items(), state.all_namespace_labels(),
         per_vmi=True))
-    view = traced_peak_mib(lambda: ClusterView.build(state.all_vmi_labels(),
+    view = traced_peak_mib(lambda: ClusterView.build(state.all_vmi_labels().items(),
                                                      state.all_namespace_labels()))
     print(f"  allocated at most (tracemalloc peak, the result included): {memory:.1f} MiB; "
           f"with per_vmi (`coverage --vmis`) {per_vmi:.1f} MiB; a keeper's ClusterView.build "

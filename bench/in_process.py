@@ -47,8 +47,8 @@ class MemoryState:
     def staleness_warning(self) -> str | None:
         return None
 
-    def all_vmi_labels(self) -> Mapping[tuple[str, str], Mapping[str, str]]:
-        return self.vmis
+    def all_vmi_labels(self) -> dict[tuple[str, str], Mapping[str, str]]:
+        return dict(self.vmis)
 
     def all_namespace_labels(self) -> Mapping[str, Mapping[str, str]]:
         return self.namespaces
@@ -98,7 +98,7 @@ def rows(*, number: int, policies: tuple[int, ...], vmis: int,
     reference = policy_request.object
     assert reference is not None
     small = memory_state(settings, policies=policies[0], vmis=0, namespaces=namespaces)
-    view = ClusterView.build(small.vmis, small.namespaces)
+    view = ClusterView.build(small.vmis.items(), small.namespaces)
     validator = PolicyValidator(settings, small, lambda: view)
     mistakes = five_mistakes(reference)
     found: list[tuple[str, float]] = [

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -29,6 +30,8 @@ CHANGE_POLL_SECONDS = 0.5
 READY_POLL_SECONDS = 0.05
 """How often the state is asked whether it is ready, before the first pass."""
 PREFIX = "migration_policy_webhook_"
+K = TypeVar("K")
+V = TypeVar("V")
 PASS_SWITCH_INTERVAL = 0.001
 """Seconds a thread may hold the GIL while another waits, during a pass (Python's default
 is 0.005)."""
@@ -70,8 +73,10 @@ class CoverageKeeper:
         vmis = self.state.all_vmi_labels()
         namespaces = self.state.all_namespace_labels()
         count = len(vmis)
-        view = self.view = ClusterView.build(vmis, namespaces)  # first: readiness waits for it
-        del vmis  # a copy of 100,000 entries: gone before the pass, which reads the view
+        # First, as readiness waits for it. The copy of 100,000 entries is emptied as the
+        # view is built: dropped at once, it would be one C call of milliseconds (holding
+        # the GIL), and the pass reads the view.
+        view = self.view = ClusterView.build(_drained(vmis), namespaces)
         report = coverage(self.state.policies, _vmis_of(view), view.namespaces,
                           pause=_yield_the_gil)
         self.figures = CoverageFigures.of(report)
@@ -96,24 +101,33 @@ def _vmis_of(view: ClusterView) -> Iterator[tuple[tuple[str, str], Mapping[str, 
             yield (namespace, ""), labels
 
 
+def _drained(entries: dict[K, V]) -> Iterator[tuple[K, V]]:
+    """The entries of a dict, each removed as it is read."""
+    while entries:
+        yield entries.popitem()
+
+
 def _yield_the_gil() -> None:
     time.sleep(0)
 
 
 @dataclass(frozen=True)
 class CoverageFigures:
-    """What the metrics need of a pass, kept as strings and integers in tuples and dicts,
-    which the garbage collector stops tracking (a full collection would otherwise scan
-    10,000 objects a pass leaves, holding the GIL)."""
+    """What the metrics need of a pass, kept as dicts of strings and integers, which the
+    garbage collector does not track (a young collection after a pass would otherwise
+    scan 10,000 new tuples in one step, holding the GIL)."""
 
     statuses: Mapping[str, int]
-    per_policy: Mapping[str, tuple[int, int]]
-    """(governed, matched) VMIs by policy name."""
+    governed: Mapping[str, int]
+    """VMIs governed, by policy name."""
+    matched: Mapping[str, int]
+    """VMIs matched, by policy name."""
 
     @classmethod
     def of(cls, report: Coverage) -> "CoverageFigures":
         return cls({status.value: count for status, count in report.status_counts().items()},
-                   {share.name: (share.governs, share.matches) for share in report.policies})
+                   {share.name: share.governs for share in report.policies},
+                   {share.name: share.matches for share in report.policies})
 
 
 class CoverageCollector(Collector):
@@ -143,8 +157,8 @@ class CoverageCollector(Collector):
         matched = GaugeMetricFamily(
             PREFIX + "policy_matched_vmis", "VMIs a policy applies to now, whether or not it "
             "takes precedence.", labels=["policy"])
-        for name, (governs, matches) in figures.per_policy.items():
+        for name, governs in figures.governed.items():
             governed.add_metric([name], governs)
-            matched.add_metric([name], matches)
+            matched.add_metric([name], figures.matched[name])
         yield governed
         yield matched

@@ -55,9 +55,10 @@ class ClusterState(Protocol):
         """The labels of a namespace, or None if there is none (may raise as vmi_labels)."""
         ...
 
-    def all_vmi_labels(self) -> Mapping[tuple[str, str], Mapping[str, str]]:
-        """Every cached VMI's labels by (namespace, name): a copy, made in one step, that
-        later changes do not touch (for `coverage`; direct lookups are not in it)."""
+    def all_vmi_labels(self) -> dict[tuple[str, str], Mapping[str, str]]:
+        """Every cached VMI's labels by (namespace, name): a copy of one moment, the
+        caller's to keep or empty, that later changes do not touch (for `coverage`; direct
+        lookups are not in it)."""
         ...
 
     def all_namespace_labels(self) -> Mapping[str, Mapping[str, str]]:
@@ -97,4 +98,4 @@ class ClusterState(Protocol):
 
 def view_of(state: ClusterState) -> ClusterView:
     """The state's VMIs and namespaces now, arranged for impact warnings."""
-    return ClusterView.build(state.all_vmi_labels(), state.all_namespace_labels())
+    return ClusterView.build(state.all_vmi_labels().items(), state.all_namespace_labels())

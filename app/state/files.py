@@ -164,8 +164,8 @@ class DirectoryState:
     def migration_configuration(self) -> Mapping[str, Any] | None:
         return self._snapshot.migration_configuration
 
-    def all_vmi_labels(self) -> Mapping[tuple[str, str], Mapping[str, str]]:
-        return self._snapshot.vmis
+    def all_vmi_labels(self) -> dict[tuple[str, str], Mapping[str, str]]:
+        return dict(self._snapshot.vmis)
 
     def all_namespace_labels(self) -> Mapping[str, Mapping[str, str]]:
         return self._snapshot.namespaces

@@ -191,7 +191,7 @@ class KubeState:
     def changes(self) -> int:
         return self._policies.changes + self._vmis.changes + self._namespaces.changes
 
-    def all_vmi_labels(self) -> Mapping[tuple[str, str], Mapping[str, str]]:
+    def all_vmi_labels(self) -> dict[tuple[str, str], Mapping[str, str]]:
         return self._vmis.snapshot()
 
     def all_namespace_labels(self) -> Mapping[str, Mapping[str, str]]:

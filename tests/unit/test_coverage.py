@@ -1,5 +1,6 @@
 """What each policy governs (contract §3, issue 20): the indexed pass against a plain scan."""
 
+import gc
 from collections import Counter
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import strategies as st
 from app.policy.coverage import Coverage, Status, coverage
 from app.policy.model import Policy
 from app.policy.precedence import PolicyIndex, Precedence
+from app.serving.coverage_keeper import CoverageFigures
 from tests.support.coverage_oracle import coverage_by_scan, decisions_by_scan
 
 
@@ -90,3 +92,17 @@ def test_each_status_and_the_runner_up(mode: Precedence) -> None:
     assert (web_1.winner, web_1.runner_up, web_1.tie_break) == ("web-app", "web-team", True)
     assert decisions[("prod", "web-2")].runner_up is None
     assert report.tie_broken == 1
+
+
+def test_the_keepers_figures_are_made_of_what_the_garbage_collector_does_not_track() -> None:
+    """What the keeper keeps of a pass: dicts of strings and integers (were they tuples, a
+    young collection would scan 10,000 of them in one step holding the GIL)."""
+    policies = PolicyIndex(Precedence.DOCUMENTED, [
+        Policy(name=f"p{i}", vmi_selector={"app": f"a{i}"}) for i in range(5)])
+    report = coverage(policies, [(("ns", f"vm-{i}"), {"app": f"a{i % 3}"}) for i in range(9)],
+                      {"ns": {}})
+    figures = CoverageFigures.of(report)
+    assert figures.governed == {"p0": 3, "p1": 3, "p2": 3, "p3": 0, "p4": 0}
+    assert figures.matched == figures.governed
+    assert figures.statuses["unused"] == 2
+    assert not any(map(gc.is_tracked, (figures.statuses, figures.governed, figures.matched)))
