@@ -213,18 +213,30 @@ def test_unusable_inputs_are_refused_with_a_reason(
 def test_also_trust_puts_both_cas_in_the_bundle_and_writes_the_final_one(
     default_out: Path, tmp_path: Path
 ) -> None:
+    """Both files hold both webhooks, each with its bundle: a file written empty, or with
+    one of the two configurations, or with a webhook that trusts only one CA, fails."""
     out = certs(tmp_path / "new-ca", "--also-trust", str(default_out / "ca.crt"))
     new_ca, old_ca = load(out / "ca.crt"), load(default_out / "ca.crt")
     assert new_ca != old_ca
-    for doc in webhook_documents(out / "webhooks.yaml"):
-        for webhook in doc["webhooks"]:
-            bundle = base64.b64decode(webhook["clientConfig"]["caBundle"])
-            assert x509.load_pem_x509_certificates(bundle) == [new_ca, old_ca]
-    for doc in webhook_documents(out / "webhooks-new-ca-only.yaml"):
-        for webhook in doc["webhooks"]:
-            bundle = base64.b64decode(webhook["clientConfig"]["caBundle"])
-            assert x509.load_pem_x509_certificates(bundle) == [new_ca]
+    assert trusted_by_webhook(out / "webhooks.yaml") == [
+        ("ValidatingWebhookConfiguration", VALIDATE_PATH, [new_ca, old_ca]),
+        ("MutatingWebhookConfiguration", MUTATE_PATH, [new_ca, old_ca]),
+    ]
+    assert trusted_by_webhook(out / "webhooks-new-ca-only.yaml") == [
+        ("ValidatingWebhookConfiguration", VALIDATE_PATH, [new_ca]),
+        ("MutatingWebhookConfiguration", MUTATE_PATH, [new_ca]),
+    ]
     load(out / "tls.crt").verify_directly_issued_by(new_ca)
+
+
+def trusted_by_webhook(path: Path) -> list[tuple[str, str, list[x509.Certificate]]]:
+    """(configuration kind, webhook path, the CAs of its caBundle) for every webhook in
+    `path`, in the file's order."""
+    return [
+        (doc["kind"], webhook["clientConfig"]["service"]["path"],
+         x509.load_pem_x509_certificates(base64.b64decode(webhook["clientConfig"]["caBundle"])))
+        for doc in webhook_documents(path) for webhook in doc["webhooks"]
+    ]
 
 
 def test_help_lists_the_options() -> None:

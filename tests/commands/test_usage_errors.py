@@ -1,11 +1,17 @@
 """Mistakes a newcomer makes get a message that names the problem, never a traceback."""
 
+import datetime
+import shutil
 import socket
 import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from app.serving.certificates import load_certificate
 from app.serving.tls import ensure_dev_certificates, openssl_serial
@@ -110,6 +116,16 @@ def test_lint_a_directory_lints_its_manifests() -> None:
     assert "three-mistakes.yaml: MigrationPolicy 'three-mistakes' is invalid:" in result.stdout
 
 
+def openssl_prints_serial(cert_file: Path) -> str:
+    """What `openssl x509 -serial` prints for `cert_file` (it must run: openssl is needed)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: nothing to compare the logged serial with")
+    openssl = subprocess.run(["openssl", "x509", "-noout", "-serial", "-in", str(cert_file)],
+                             capture_output=True, text=True)
+    assert openssl.returncode == 0, openssl.stderr
+    return openssl.stdout.strip()
+
+
 def test_logged_serial_matches_openssl(tmp_path: Path) -> None:
     files = ensure_dev_certificates(tmp_path)
     serial = load_certificate(files.cert_file).serial_number
@@ -117,11 +133,27 @@ def test_logged_serial_matches_openssl(tmp_path: Path) -> None:
     assert shown == shown.upper()
     assert len(shown) % 2 == 0
     assert int(shown, 16) == serial
-    assert openssl_serial(0x91C) == "091C"
-    openssl = subprocess.run(["openssl", "x509", "-noout", "-serial", "-in",
-                              str(files.cert_file)], capture_output=True, text=True)
-    if openssl.returncode == 0:
-        assert openssl.stdout.strip() == f"serial={shown}"
+    assert openssl_prints_serial(files.cert_file) == f"serial={shown}"
+
+
+@pytest.mark.parametrize("serial", [1, 0x91C, 0x7F, 0x80, 0xFF00, 0x0ABC_DEF0,
+                                    (1 << 151) | 0x1234, (1 << 155) + 7])
+def test_serials_of_every_shape_match_openssl(tmp_path: Path, serial: int) -> None:
+    """Serials chosen for their shape, not left to the random one of a dev certificate: an
+    odd number of hex digits (0x91C), a high bit set (0x80, 1 << 151, which DER pads with a
+    zero byte), a zero low byte. Catches lower-case hex, digits not padded to whole bytes
+    ("91C"), a DER-style "00" before a high bit ("0080"), a "0x" prefix."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "serial-test")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(key.public_key()).serial_number(serial)
+                   .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                   .sign(key, hashes.SHA256()))
+    cert_file = tmp_path / "serial.crt"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    assert load_certificate(cert_file).serial_number == serial
+    assert openssl_prints_serial(cert_file) == f"serial={openssl_serial(serial)}"
 
 
 @pytest.mark.parametrize(("flags", "message"), [
