@@ -12,7 +12,7 @@ the tests run in has exactly the dev lock installed."""
 import importlib.metadata
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -230,24 +230,39 @@ def applies_on_target(requirement: Requirement, extras: set[str]) -> bool:
                for extra in extras | {""})
 
 
-def test_the_lock_is_closed_where_the_installed_metadata_can_tell(
-        locked: dict[NormalizedName, Locked]) -> None:
-    """For each locked package installed here at the locked version, everything it needs on
-    the target (with the extras pyproject.toml asks for) is locked at a version it allows."""
+Requires = Callable[[NormalizedName, Version], list[str] | None]
+"""The requirements a locked package declares, if it is installed at its locked version;
+else None."""
+
+
+def installed_requires(name: NormalizedName, version: Version) -> list[str] | None:
+    """What importlib.metadata says `name` requires, if it is installed here at `version`."""
+    try:
+        distribution = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    if Version(distribution.version) != version:
+        return None
+    return distribution.requires or []
+
+
+def check_closed(locked: Mapping[NormalizedName, Locked], requires: Requires) -> None:
+    """For each locked package, everything it needs on the target (with the extras
+    pyproject.toml asks for) is locked at a version it allows; `requires` gives its needs,
+    and every locked package that applies here must be installed at its locked version to
+    be read (None otherwise)."""
     extras: dict[NormalizedName, set[str]] = {}
     for requirement in runtime_dependencies():
         extras.setdefault(canonicalize_name(requirement.name), set()).update(
             requirement.extras)
-    checked = []
+    unread = []
     for entry in locked.values():
-        try:
-            distribution = importlib.metadata.distribution(entry.name)
-        except importlib.metadata.PackageNotFoundError:
+        needs = requires(entry.name, entry.version)
+        if needs is None:
+            if entry.marker is None or entry.marker.evaluate({**TARGET, "extra": ""}):
+                unread.append(f"{entry.name}=={entry.version}")
             continue
-        if Version(distribution.version) != entry.version:
-            continue
-        checked.append(entry.name)
-        for text in distribution.requires or []:
+        for text in needs:
             needed = Requirement(text)
             if not applies_on_target(needed, extras.get(entry.name, set())):
                 continue
@@ -255,9 +270,45 @@ def test_the_lock_is_closed_where_the_installed_metadata_can_tell(
             assert name in locked, f"{entry.name} {entry.version} needs {needed}: not locked"
             assert needed.specifier.contains(locked[name].version, prereleases=True), (
                 f"{entry.name} {entry.version} needs {needed}: locked {locked[name].version}")
-    assert checked, "no locked package is installed at its locked version: nothing checked"
+    assert not unread, (
+        f"not installed here at the locked version, so what they need went unchecked: "
+        f"{unread}; make clean, then make test")
+
+
+def test_the_lock_is_closed(locked: dict[NormalizedName, Locked]) -> None:
+    """Every locked package's needs, read from its installed metadata: the tests run on
+    exactly the dev lock, which holds the runtime lock, so every entry is read."""
+    check_closed(locked, installed_requires)
     # uvicorn[standard]'s extras (httptools, uvloop) are locked, not only uvicorn itself.
     assert {"httptools", "uvloop", "websockets", "watchfiles"} <= set(locked)
+
+
+def test_the_closure_check_refuses_an_open_lock_and_unread_entries(
+        locked: dict[NormalizedName, Locked]) -> None:
+    """A check that reads the metadata of one package and skips the others (installed at
+    another version, or not at all) passed before whatever the others needed."""
+    check_closed(locked, installed_requires)
+    uvicorn = canonicalize_name("uvicorn")
+    only_uvicorn = {uvicorn: locked[uvicorn]}
+    with pytest.raises(AssertionError, match=re.escape("uvicorn ") + ".* needs .*: not locked"):
+        check_closed(only_uvicorn, installed_requires)
+
+    def one_read(name: NormalizedName, version: Version) -> list[str] | None:
+        return installed_requires(name, version) if name == uvicorn else None
+
+    others = sorted(f"{entry.name}=={entry.version}" for entry in locked.values()
+                    if entry.name != uvicorn)
+    with pytest.raises(AssertionError, match=re.escape(
+            "so what they need went unchecked: ") + r"\[.*\]") as refused:
+        check_closed(locked, one_read)
+    assert all(f"'{other}'" in str(refused.value) for other in others)
+
+    def needs_a_later_h11(name: NormalizedName, version: Version) -> list[str] | None:
+        found = installed_requires(name, version)
+        return found if name != uvicorn else [*(found or []), "h11>=999"]
+
+    with pytest.raises(AssertionError, match=re.escape("needs h11>=999: locked")):
+        check_closed(locked, needs_a_later_h11)
 
 
 # requirements-dev.lock: the runtime lock and the dev tools, as `make test` installs them.
