@@ -1,6 +1,7 @@
 """What a client sends that is not a proper review: 400 or 413 with a JSON error, never a 500."""
 
 import copy
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -279,8 +280,172 @@ SPEC_FIELDS = ["selectors", "allowAutoConverge", "bandwidthPerMigration",
                "experimental.stallDetector", "experimental.downtimeTuning"]
 
 
+# What the service answers for each (field, JSON value) above, written from the contract (§2)
+# and KubeVirt's API types, not from the code: a denial's causes as (type, field, message),
+# an admission's warnings but the impact. The service runs with no feature gate. A value
+# is quoted as JSON (a string in double quotes, `\u0000` escaped, non-ASCII kept); a list
+# or an object is not quoted but named.
+Cause = tuple[str, str, str]
+Expected = tuple[bool, list[str] | list[Cause]]
+
+BELOW_ONE_MEBI = ('spec.bandwidthPerMigration "217Ki" is below 1Mi per second: '
+                  "KubeVirt raises it to 1Mi")
+EMPTY_SELECTORS = ("spec.selectors is empty, so this policy applies to every VMI in every "
+                   "namespace")
+ADMITTED: Expected = (True, [BELOW_ONE_MEBI])  # the example's own warning
+BOOLEANS = {"allowAutoConverge", "allowPostCopy", "allowWorkloadDisruption"}
+# field: (lowest, highest, what is accepted, whether a feature gate guards it)
+INTEGERS = {
+    "completionTimeoutPerGiB": (0, 2**63 - 1, "a whole number of seconds per GiB, 0 or more, "
+                                "such as 150", False),
+    "maxDowntimeMs": (1, 2_000_000, "a whole number of milliseconds from 1 to 2000000, "
+                      "such as 900", True),
+}
+LABEL_MAPS = {"selectors.namespaceSelector", "selectors.virtualMachineInstanceSelector"}
+# field: (its fields, as KubeVirt's types have them, the gate it needs)
+OBJECTS = {
+    "selectors": (["namespaceSelector", "virtualMachineInstanceSelector"], None),
+    "experimental": (["compression", "downtimeTuning", "stallDetector"], None),
+    "experimental.stallDetector": (
+        ["completionTimeoutFactor", "ewmaAlpha", "patienceWindowDecayFactor",
+         "precopyPossibleFactor", "searchLocalMinima", "stallMargin", "stallProgressTimeout",
+         "switchoverTimeout"], "MigrationStallDetection"),
+    "experimental.downtimeTuning": (
+        ["cooldownSeconds", "initialMs", "startAfterIteration", "steps"],
+        "MigrationDowntimeTuning"),
+}
+NOT_A_QUANTITY = ("is not a Kubernetes quantity: write a number with an optional suffix "
+                  '(Ki Mi Gi Ti Pi Ei, n u m k M G T P E) or exponent (e3), e.g. "64Mi"')
+
+
+def as_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def shown(value: Any) -> str:
+    """A value as a message quotes it."""
+    if isinstance(value, list):
+        return "a list [...]"
+    if isinstance(value, dict):
+        return "an object {...}"
+    return as_json(value)
+
+
+def described(value: Any) -> str:
+    """A value with its JSON type, as a message says what it got."""
+    if isinstance(value, bool):
+        return f"the boolean {as_json(value)}"
+    if isinstance(value, int | float):
+        return f"the number {as_json(value)}"
+    if isinstance(value, str):
+        return f"the string {as_json(value)}"
+    return shown(value)
+
+
+def gate_refused(path: str, gate: str) -> Cause:
+    return ("FieldValueForbidden", path, f"setting or changing it needs the {gate} feature "
+            f"gate: enable it (--feature-gates {gate}) or remove the field")
+
+
+def expected_answer(field: str, value: Any) -> Expected:
+    """The answer for `spec.<field>` set to `value` in the reference text's example."""
+    path = f"spec.{field}"
+
+    def refused(cause_type: str, message: str) -> Expected:
+        return False, [(cause_type, path, message)]
+
+    if field in BOOLEANS:
+        if value is None or isinstance(value, bool):
+            return ADMITTED
+        quotes = " (without quotes)" if isinstance(value, str) else ""
+        return refused("FieldValueTypeInvalid",
+                       f"must be true or false{quotes}, got {described(value)}")
+    if field in INTEGERS:
+        lowest, highest, accepted, gated = INTEGERS[field]
+        if value is None:
+            return ADMITTED
+        # A JSON integer; or a number past int64 whatever its notation: out of range.
+        whole = (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and abs(value) >= 2**63)
+        if not whole:
+            return refused("FieldValueTypeInvalid", f"must be {accepted}, got {described(value)}")
+        if lowest <= value <= highest:
+            assert not gated, f"{value}: the gates of {field} are tested elsewhere"
+            return ADMITTED
+        problem = "is negative" if value < 0 else "is out of range"
+        return refused("FieldValueInvalid", f"{as_json(value)} {problem}: use {accepted}")
+    if field == "bandwidthPerMigration":
+        if value is None or (type(value) is int and value == 0):
+            return True, []  # no bandwidth, or 0 (unlimited): nothing below 1Mi
+        if type(value) is int:
+            if value < 0:
+                return refused("FieldValueInvalid", f"{value} is negative: use 0 (unlimited) "
+                               "or a larger quantity, such as 64Mi")
+            return True, [] if value >= 2**20 else [BELOW_ONE_MEBI]
+        if isinstance(value, str):
+            return refused("FieldValueInvalid", f"{as_json(value)} {NOT_A_QUANTITY}")
+        if isinstance(value, float) and abs(value) >= 2**63:
+            return refused("FieldValueInvalid", f"{as_json(value)} is out of range for a JSON "
+                           "number: write it as a string (in quotes), as you wrote it")
+        hint = f' (write it as a string: "{as_json(value)}")' if isinstance(value, float) else ""
+        return refused("FieldValueTypeInvalid", 'must be a quantity string such as "64Mi" or '
+                       f"a whole number, got {described(value)}{hint}")
+    if field == "experimental.compression":
+        if value is None or value in ("none", "zstd"):
+            return ADMITTED
+        return refused("FieldValueNotSupported",
+                       f'{shown(value)} is not supported: use "none" or "zstd"')
+    if field in LABEL_MAPS:
+        if value is None:
+            return ADMITTED  # the other selector still selects
+        if not isinstance(value, dict):
+            return refused("FieldValueTypeInvalid", "must be a map of label keys to string "
+                           f"values, got {described(value)}")
+        causes: list[Cause] = [
+            ("FieldValueTypeInvalid", f"{path}[{key}]", f"label values must be strings, got "
+             f'{described(label)}: quote it in YAML ({key}: "{described(label)}")')
+            for key, label in value.items() if not isinstance(label, str)]
+        return (False, causes) if causes else ADMITTED
+    fields, gate = OBJECTS[field]
+    if value is None:
+        if field == "selectors":
+            return refused("FieldValueRequired", "required field is missing: add selectors "
+                           "with namespaceSelector and/or virtualMachineInstanceSelector "
+                           "({} matches every VMI)")
+        return ADMITTED
+    if not isinstance(value, dict):
+        return refused("FieldValueTypeInvalid",
+                       f"must be an object of fields, got {described(value)}")
+    causes = [gate_refused(path, gate)] if gate else []
+    causes += [("FieldValueNotSupported", f"{path}.{key}",
+                f"unknown field {as_json(key)}: the fields of {path} are {', '.join(fields)}")
+               for key in sorted(value) if key not in fields]
+    if causes:
+        return False, causes
+    if field == "selectors":
+        return True, [EMPTY_SELECTORS, BELOW_ONE_MEBI]  # {}: both selectors gone
+    return ADMITTED
+
+
+def test_the_table_covers_every_kind_of_answer():
+    """The table is not all denials (nor all admissions): 221 cases, of each outcome."""
+    answers = [expected_answer(field, value) for field in SPEC_FIELDS for value in JSON_VALUES]
+    assert len(answers) == 221
+    admitted = [answer for answer in answers if answer[0]]
+    assert len(admitted) == 25
+    assert {len(causes) for allowed, causes in answers if not allowed} == {1, 2}
+
+
 @pytest.mark.parametrize("field", SPEC_FIELDS)
 def test_spec_values_of_every_json_type(client, field):
+    """Each JSON type in each field gets the answer the table gives: admitted with exactly
+    the expected warnings, or denied with exactly the expected causes, and the status
+    message naming each. Catches, among others: `0`/`1` or "true" taken for a boolean;
+    an integral float (-0.0) or an int64-overflowing number taken for an integer; a float
+    or a boolean taken for a quantity; null selectors let through; a gated object let
+    through without its gate, or refused for its gate alone with its unknown fields
+    unreported; a list or an object quoted whole in a message."""
+    wrong = []
     for value in JSON_VALUES:
         review = copy.deepcopy(POLICY_REVIEW)
         node = review["request"]["object"]["spec"]
@@ -291,10 +456,24 @@ def test_spec_values_of_every_json_type(client, field):
         answer = client.post(VALIDATE, json=review)
         assert answer.status_code == 200, (value, answer.text)
         response = answer.json()["response"]
-        assert isinstance(response["allowed"], bool)
-        if not response["allowed"]:
-            assert response["status"]["code"] == 422
-            assert response["status"]["details"]["causes"]
+        allowed, expected = expected_answer(field, value)
+        if allowed:
+            warnings = response.get("warnings", [])
+            got: Any = (response["allowed"],
+                        [warning for warning in warnings if not warning.startswith("impact: ")],
+                        sum(warning.startswith("impact: ") for warning in warnings))
+            want: Any = (True, expected, 1)
+        else:
+            status = response.get("status", {})
+            causes = [(cause["type"], cause["field"], cause["message"])
+                      for cause in status.get("details", {}).get("causes", [])]
+            got = (response["allowed"], status.get("code"), status.get("reason"), causes,
+                   status.get("message"))
+            want = (False, 422, "Invalid", expected,
+                    "; ".join(f"{path}: {message}" for _, path, message in expected))
+        if got != want:
+            wrong.append((value, got, want))
+    assert wrong == []
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
