@@ -4,11 +4,7 @@ plain scan (tests/support/coverage_oracle.py); the table, `-o json|yaml`, `--vmi
 `--precedence`, `--fail-on` and its exit codes."""
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +22,8 @@ from tests.support.coverage_oracle import (
     status_by_scan,
     write_state,
 )
-from tests.support.service import REPO, SAMPLE_CLUSTER, run_cli
+from tests.support.service import SAMPLE_CLUSTER, run_cli
+from tests.support.tools import run_kubectl
 
 POLICY_KEYS = {"name", "status", "governs", "matches", "beatenBy", "tieBreaks"}
 STATUSES = ("active", "shadowed", "unused", "no-selectors")
@@ -341,30 +338,17 @@ def test_a_state_that_is_not_a_directory_is_exit_2(tmp_path: Path) -> None:
 
 # --- kubectl migration-policy coverage --------------------------------------------------------
 
-KUBECTL = shutil.which("kubectl")
-VENV_BIN = Path(sys.executable).parent
-"""Where pip installed the console script `kubectl-migration_policy`."""
-needs_kubectl = pytest.mark.skipif(
-    KUBECTL is None, reason="kubectl is not on PATH: these tests run the real kubectl")
+# kubectl of the real-cluster tier's release, as `make kube-binaries` builds it; missing, these
+# tests fail (tests/support/tools.py). HOME is the test's folder: no kubeconfig at all.
 
 
-def kubectl(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    """The real kubectl, the project's scripts first on the PATH, no kubeconfig at all."""
-    env = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["HOME"] = str(home)
-    return subprocess.run([str(KUBECTL), *args], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
-
-
-@needs_kubectl
 @pytest.mark.parametrize("mode", list(Precedence))
 def test_the_plugin_reports_a_directory_state_as_the_command_does(tmp_path: Path,
                                                                   mode: Precedence) -> None:
     state = random_state(7)
     directory = write_state(tmp_path / "state", state)
-    done = kubectl("migration-policy", "coverage", "--state", str(directory), "--precedence",
-                   mode.value, "--vmis", "-o", "json", home=tmp_path)
+    done = run_kubectl("migration-policy", "coverage", "--state", str(directory), "--precedence",
+                       mode.value, "--vmis", "-o", "json", home=tmp_path)
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     assert document["policies"] == expected_policies(state, mode)
@@ -373,25 +357,23 @@ def test_the_plugin_reports_a_directory_state_as_the_command_does(tmp_path: Path
                                      "--vmis")
 
 
-@needs_kubectl
 def test_the_plugin_prints_the_table_and_fails_on_as_the_command_does(tmp_path: Path) -> None:
-    done = kubectl("migration-policy", "coverage", "--state", str(SAMPLE_CLUSTER),
-                   "--fail-on", "shadowed,unused", home=tmp_path)
+    done = run_kubectl("migration-policy", "coverage", "--state", str(SAMPLE_CLUSTER),
+                       "--fail-on", "shadowed,unused", home=tmp_path)
     assert done.returncode == 1
     assert done.stdout == run_cli("coverage", "--state", str(SAMPLE_CLUSTER)).stdout
     assert done.stderr.splitlines() == [f"--fail-on shadowed,unused: {UNUSED}",
                                         f"--fail-on shadowed,unused: {SHADOWED}"]
-    yaml_out = kubectl("migration-policy", "coverage", "--state", str(SAMPLE_CLUSTER),
-                       "-o", "yaml", home=tmp_path)
+    yaml_out = run_kubectl("migration-policy", "coverage", "--state", str(SAMPLE_CLUSTER),
+                           "-o", "yaml", home=tmp_path)
     assert yaml_out.returncode == 0, yaml_out.stderr
     for policy in yaml.safe_load(yaml_out.stdout)["policies"]:
         assert set(policy) == POLICY_KEYS
 
 
-@needs_kubectl
 def test_the_plugin_refuses_a_bad_fail_on_with_exit_2(tmp_path: Path) -> None:
-    done = kubectl("migration-policy", "coverage", "--state", str(SAMPLE_CLUSTER),
-                   "--fail-on", "shadowed,nope", home=tmp_path)
+    done = run_kubectl("migration-policy", "coverage", "--state", str(SAMPLE_CLUSTER),
+                       "--fail-on", "shadowed,nope", home=tmp_path)
     assert done.returncode == 2
     assert done.stdout == ""
     assert "--fail-on: 'nope' is not a state to fail on" in done.stderr

@@ -4,8 +4,6 @@ contract §7 asks. The overlays are tests/packaging/test_overlays.py's."""
 
 import base64
 import copy
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from tests.support.service import (
     start_service,
     stop_service,
 )
+from tests.support.tools import kustomize
 
 MANIFESTS = REPO / "manifests"
 BASE = MANIFESTS / "base"
@@ -475,14 +474,6 @@ def test_kustomization_sets_the_deployment_image() -> None:
     assert container()["image"].split(":")[0] in images
 
 
-def kustomize(directory: Path) -> list[Doc]:
-    built = subprocess.run(["kubectl", "kustomize", str(directory)], capture_output=True,
-                           text=True, timeout=60, check=False)
-    assert built.returncode == 0, built.stderr
-    return [doc for doc in yaml.safe_load_all(built.stdout) if doc]
-
-
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 def test_kustomize_builds_the_workload_without_the_webhook_configurations() -> None:
     built = kustomize(MANIFESTS)
     kinds = sorted(doc["kind"] for doc in built)

@@ -1,11 +1,11 @@
-"""manifests/overlays: each builds with `kubectl kustomize`, is valid (the Kubernetes schemas
-through kubernetes-validate; the cert-manager and Prometheus Operator objects, whose CRDs it
-does not have, by their required fields), and carries what its certificate path or
-monitoring needs. Also the alert rules, the same in the rule file and the PrometheusRule."""
+"""manifests/overlays: each builds with `kubectl kustomize` (the real-cluster tier's kubectl:
+tests/support/tools.py), is valid (the Kubernetes schemas through kubernetes-validate; the
+cert-manager and Prometheus Operator objects, whose CRDs it does not have, by their required
+fields), and carries what its certificate path or monitoring needs. Also the alert rules, the
+same in the rule file and the PrometheusRule."""
 
 import copy
 import re
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -19,8 +19,8 @@ from app.admission.configurations import NAME
 from app.commands.certs import SECRET_NAME, service_dns_names
 from app.commands.cli import build_parser
 from app.settings import Enforcement
-from tests.support.kube_binaries import promtool_path
 from tests.support.service import REPO
+from tests.support.tools import kustomize, promtool_binary
 
 MANIFESTS = REPO / "manifests"
 OVERLAYS = MANIFESTS / "overlays"
@@ -43,16 +43,6 @@ ALERTS = {
 }
 
 Doc = dict[str, Any]
-
-
-def kustomize(directory: Path) -> list[Doc]:
-    """`kubectl kustomize DIRECTORY`; the test is skipped where kubectl is not installed."""
-    if shutil.which("kubectl") is None:
-        pytest.skip("kubectl is not installed")
-    built = subprocess.run(["kubectl", "kustomize", str(directory)], capture_output=True,
-                           text=True, timeout=60, check=False)
-    assert built.returncode == 0, built.stderr
-    return [doc for doc in yaml.safe_load_all(built.stdout) if doc]
 
 
 @pytest.fixture(scope="module")
@@ -479,14 +469,11 @@ def test_the_release_label_as_install_md_says(tmp_path: Path) -> None:
 
 
 # The alerts, run by promtool: the one `make kube-binaries` builds from hack/promtool into the
-# cache (tests/support/kube_binaries.py), not whichever is on PATH. Missing, the tests fail.
+# cache (tests/support/tools.py), not whichever is on PATH. Missing, the tests fail.
 
 
 def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    path = promtool_path()
-    assert path.is_file(), (f"no promtool at {path}: `make kube-binaries` builds it "
-                            "(python -m tests.support.kube_binaries)")
-    return subprocess.run([str(path), *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([str(promtool_binary()), *args], cwd=cwd, capture_output=True, text=True,
                           timeout=60, check=False)
 
 

@@ -1,6 +1,7 @@
-"""Build kube-apiserver, kubectl and etcd for the cluster tests, and promtool for the alerting
-rules' tests (tests/packaging/test_overlays.py), once, into a cache outside the repository,
-keyed by their versions.
+"""Build kube-apiserver, kubectl and etcd for the cluster tests (kubectl also for the plugin's
+and kustomize's tests: tests/support/tools.py), and promtool for the alerting rules' tests
+(tests/packaging/test_overlays.py), once, into a cache outside the repository, keyed by their
+versions.
 
     python -m tests.support.kube_binaries   # builds what is missing, says where they are
 
@@ -35,6 +36,12 @@ def cache_root() -> Path:
 
 def cache_dir() -> Path:
     return cache_root() / f"kubernetes-{KUBERNETES}-etcd-{ETCD}"
+
+
+def kubectl_path() -> Path:
+    """Where `make kube-binaries` puts kubectl, of the real-cluster tier's release (built by
+    ensure_binaries)."""
+    return cache_dir() / "kubectl"
 
 
 def promtool_path() -> Path:

@@ -4,32 +4,24 @@ and kubeconfig only (never the machine's ~/.kube/config), the project's console 
 first on the PATH (where kubectl finds the plugin `kubectl-migration_policy`).
 """
 
-import os
 import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import yaml
 
+from tests.support import tools
 from tests.support.control_plane import ControlPlane, kubeconfig_text
-from tests.support.service import REPO
-
-VENV_BIN = Path(sys.executable).parent
-"""Where pip installed the console scripts, `kubectl-migration_policy` among them."""
 
 
 def run_kubectl(plane: ControlPlane, *args: str, home: Path,
                 env: Mapping[str, str] | None = None, merged: bool = False,
                 stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """kubectl `args` with HOME `home` and no KUBECONFIG unless `env` gives one; `merged`
-    gives stderr and stdout in one stream, in the order a terminal shows them."""
-    base = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}
-    base.update({"HOME": str(home), "KUBECTL_KUBERC": "false", "LANG": "C.UTF-8",
-                 "PATH": f"{VENV_BIN}{os.pathsep}{base.get('PATH', '')}"})
-    return subprocess.run([str(plane.bin["kubectl"]), *args], env={**base, **(env or {})},
-                          cwd=REPO, text=True, timeout=120, input=stdin, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT if merged else subprocess.PIPE)
+    gives stderr and stdout in one stream, in the order a terminal shows them
+    (tests/support/tools.py: run_kubectl)."""
+    return tools.run_kubectl(*args, home=home, kubectl=plane.bin["kubectl"], env=env,
+                             merged=merged, stdin=stdin)
 
 
 def admin_kubeconfig(plane: ControlPlane, path: Path,
