@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import http.client
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -15,6 +16,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -193,26 +195,93 @@ def test_tls_1_1_is_refused_while_the_same_client_gets_tls_1_2(
         handshake_version(running.port, client_context(certs, ssl.TLSVersion.TLSv1_1))
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+class ClientOutput:
+    """What a subprocess prints, read line by line by a thread, so that a test waits for what
+    it has printed (with a deadline), not for time."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.text = ""
+        self.ended = False
+        self.changed = threading.Condition()
+        threading.Thread(target=self.read, args=(stream,), daemon=True).start()
+
+    def read(self, stream: IO[bytes]) -> None:
+        try:
+            with stream:
+                for line in stream:
+                    with self.changed:
+                        self.text += line.decode(errors="replace")
+                        self.changed.notify_all()
+        finally:
+            with self.changed:
+                self.ended = True
+                self.changed.notify_all()
+
+    def wait_for(self, pattern: str, deadline: float) -> str:
+        """The output once `pattern` (a regular expression) is in it; fails at the deadline,
+        or when the output ends without it."""
+        found = re.compile(pattern, re.DOTALL)
+        with self.changed:
+            self.changed.wait_for(lambda: self.ended or found.search(self.text) is not None,
+                                  timeout=max(0.0, deadline - time.monotonic()))
+            assert found.search(self.text), f"no {pattern!r} in what it printed:\n{self.text}"
+            return self.text
+
+    def wait_for_end(self, deadline: float) -> str:
+        with self.changed:
+            self.changed.wait_for(lambda: self.ended,
+                                  timeout=max(0.0, deadline - time.monotonic()))
+            assert self.ended, f"the output did not end:\n{self.text}"
+            return self.text
+
+
+def openssl() -> str:
+    """openssl, part of this kind of machine (Debian's package): missing, the test fails."""
+    found = shutil.which("openssl")
+    assert found is not None, "no openssl on the PATH: install it (Debian: apt-get install openssl)"
+    return found
+
+
 def test_renegotiation_is_refused(running: RunningService, certs: Path) -> None:
     """`R` asks `openssl s_client` to renegotiate the TLS 1.2 session (TLS 1.3 has no
-    renegotiation); the server refuses, and the connection does not serve another request."""
+    renegotiation); the server refuses, and the connection does not serve another request.
+    Each step waits for s_client to print that the one before is done: the handshake
+    ("Verify return code", then "---": it reads its commands now), then the renegotiation's
+    start and its refusal."""
     client = subprocess.Popen(
-        ["openssl", "s_client", "-connect", f"127.0.0.1:{running.port}", "-tls1_2",
+        [openssl(), "s_client", "-connect", f"127.0.0.1:{running.port}", "-tls1_2",
          "-CAfile", str(certs / "ca.crt"), "-servername", "localhost"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert client.stdin is not None
-    for line in (b"R\n", b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"):
-        time.sleep(1)  # s_client reads its commands once connected
+    stdin, stdout = client.stdin, client.stdout
+    assert stdin is not None and stdout is not None
+    output = ClientOutput(stdout)
+    deadline = time.monotonic() + 30
+
+    def send(line: bytes) -> None:
+        with contextlib.suppress(BrokenPipeError):  # s_client may have ended already
+            stdin.write(line)
+            stdin.flush()
+
+    try:
+        output.wait_for(r"Verify return code: .*\n---\n", deadline)
+        send(b"R\n")
+        output.wait_for(r"RENEGOTIATING.*no renegotiation", deadline)
+        send(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         with contextlib.suppress(BrokenPipeError):
-            client.stdin.write(line)
-            client.stdin.flush()
-    time.sleep(1)
-    output = client.communicate(timeout=30)[0].decode(errors="replace")
-    assert "Verify return code: 0 (ok)" in output  # the handshake itself succeeded
-    assert "RENEGOTIATING" in output
-    assert "no renegotiation" in output
-    assert "HTTP/1.1 200" not in output
+            stdin.close()
+        text = output.wait_for_end(deadline)
+        ended = client.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+        with contextlib.suppress(BrokenPipeError):
+            stdin.close()
+    assert "Verify return code: 0 (ok)" in text  # the handshake itself succeeded
+    assert "RENEGOTIATING" in text
+    assert "no renegotiation" in text
+    assert "HTTP/1.1 200" not in text
+    assert ended != 0  # s_client gave up on the connection with the refusal
     assert ssl.OP_NO_RENEGOTIATION & ReloadingTLS(
         ServingFiles(certs / "tls.crt", certs / "tls.key")).context.options
 
