@@ -24,10 +24,10 @@ run: $(STAMP)
 test: lint kube-binaries
 	$(BIN)/python -m pytest -q
 
-## test-fast: the static checks, then every tier but tests/cluster (no API server to build
-## or start), while working
+## test-fast: the static checks, then every tier but tests/cluster (no API server started),
+## while working; kubectl and promtool from kube-binaries, as make test has them
 .PHONY: test-fast
-test-fast: lint
+test-fast: lint kube-binaries
 	$(BIN)/python -m pytest -q --ignore=tests/cluster
 
 ## test-cluster: tests/cluster alone, against a real kube-apiserver and etcd
@@ -35,9 +35,9 @@ test-fast: lint
 test-cluster: kube-binaries
 	$(BIN)/python -m pytest -q tests/cluster
 
-## kube-binaries: kube-apiserver, kubectl and etcd for tests/cluster, and promtool for the
-## alerting rules' tests, built from their Go modules (hack/) once, into
-## ~/.cache/migration-policy-webhook (not the repository)
+## kube-binaries: kube-apiserver, kubectl and etcd for tests/cluster (kubectl also for the
+## plugin's and kustomize's tests), and promtool for the alerting rules' tests, built from
+## their Go modules (hack/) once, into ~/.cache/migration-policy-webhook (not the repository)
 .PHONY: kube-binaries
 kube-binaries: $(STAMP)
 	$(BIN)/python -m tests.support.kube_binaries
