@@ -1,14 +1,22 @@
 """README's "Limits" table and the defaults of its "Flags of `serve`" table, pinned: every
 documented value is written here as a literal (never imported from app/), checked against the
-README's own row, and against the code: `Settings()`, `serve --help`, the constant where
-nothing cheaper shows it, and the real service over TLS at the limit and just past it.
+README's own row, and against the code: `Settings()`, `serve --help`, and the real service
+over TLS at the limit and just past it. Each row of the Limits table names the tests that
+hold it at its boundary and just past it (`LIMIT_TESTS`): here, in
+tests/service/test_documented_flags.py (non-default flags), tests/unit/
+test_documented_boundaries.py (in process, fake clocks), or a test that already did so with
+the figures written out (tests/unit/test_edge.py, test_connections.py, test_shutdown.py).
 
 A change to a limit must so change three places that agree: the code, the README, and here.
 """
 
+import base64
+import contextlib
 import copy
+import json
 import os
 import re
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,12 +25,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.admission import review as admission_review
-from app.policy import findings
-from app.serving import edge, request_limits, review_endpoint
 from app.settings import Settings
-from app.state.lookups import LookupLimits
-from tests.support.raw_clients import get, request_head, tls_connect
+from tests.support.raw_clients import get, read_response, request_head, tls_connect
 from tests.support.reviews import sample_review
 from tests.support.service import REPO, RunningService, running_service
 
@@ -182,23 +186,103 @@ def test_the_flagged_limits_are_the_settings_defaults() -> None:
     assert settings.shutdown_grace_period == 15.0
 
 
-def test_the_limits_without_a_flag_or_a_cheap_boundary() -> None:
-    """The code's constants for the rows whose boundary would take a slow or racy test here
-    (their behaviour is tested in tests/service/test_connections.py, test_large_reviews.py
-    and tests/live_cluster/test_kube_state_lookups.py): catches a constant changed without the
-    README."""
-    assert request_limits.BODY_BUDGET_BYTES == 32 * MIB
-    assert edge.MAX_PIPELINED == 8
-    assert edge.CLOSE_GRACE_SECONDS == 2.0
-    assert (findings.SUMMARY_BUDGET, findings.CAUSES_BUDGET) == (64 * KIB, 96 * KIB)
-    assert findings.MAX_WARNINGS == 20
-    assert findings.MAX_WARNING_LENGTH < 120
-    assert admission_review.MAX_WARNINGS == 64
-    assert admission_review.MAX_PATCH_LENGTH == 128 * KIB
-    assert review_endpoint.OFF_LOOP_BYTES == 64 * KIB
-    limits = LookupLimits()
-    assert (limits.rate, limits.burst, limits.concurrency, limits.timeout,
-            limits.negative_ttl) == (5.0, 10, 4, 1.0, 5.0)
+# Where each row is held at its boundary and just past it, with the figure written as a
+# literal: here, or in the test that already does (not repeated here).
+HERE = "tests/service/test_documented_limits.py"
+FLAGGED = "tests/service/test_documented_flags.py"
+IN_PROCESS = "tests/unit/test_documented_boundaries.py"
+EDGE = "tests/unit/test_edge.py"
+CONNECTIONS = "tests/service/test_connections.py"
+SHUTDOWN = "tests/service/test_shutdown.py"
+LIMIT_TESTS: dict[str, list[tuple[str, str]]] = {
+    "request body": [
+        (HERE, "test_a_body_of_8_mib_is_read_and_one_byte_more_gets_413"),
+        (FLAGGED, "test_a_max_body_bytes_of_1_mib_reads_1_mib_and_refuses_one_byte_more"),
+        (FLAGGED, "test_a_chunked_body_is_counted_against_a_max_body_bytes_of_1_mib")],
+    "bodies being received, one listener's requests together": [
+        (HERE, "test_bodies_of_32_mib_are_received_at_once_and_one_byte_more_gets_503"),
+        (FLAGGED, "test_below_32_mib_the_body_budget_stays_32_mib"),
+        (FLAGGED, "test_a_max_body_bytes_over_32_mib_raises_the_body_budget_to_it")],
+    "receiving the TLS handshake, then each request from its first byte (any byte) to the end "
+    "of its body": [
+        (EDGE, "test_partial_headers_are_cut_at_the_read_deadline_not_before"),
+        (EDGE, "test_a_half_sent_body_is_cut_at_the_read_deadline"),
+        (EDGE, "test_a_connection_that_sends_nothing_is_closed_at_the_read_deadline"),
+        (CONNECTIONS, "test_a_tls_handshake_that_never_comes_is_cut"),
+        (CONNECTIONS, "test_the_defaults_are_120_s_keep_alive_and_10_s_read")],
+    "a client that takes none of our answer": [
+        (EDGE, "test_a_client_that_takes_none_of_the_answer_is_aborted_at_the_read_deadline"),
+        (EDGE, "test_a_client_that_resumes_reading_is_not_aborted")],
+    "idle keep-alive connection": [
+        (EDGE, "test_an_idle_connection_is_closed_at_the_keep_alive_timeout_not_before"),
+        (CONNECTIONS, "test_an_idle_connection_is_kept_for_the_keep_alive_timeout"),
+        (CONNECTIONS, "test_the_defaults_are_120_s_keep_alive_and_10_s_read")],
+    "open connections, per listener": [
+        (EDGE, "test_a_connection_beyond_the_cap_is_answered_503_and_closed"),
+        (CONNECTIONS, "test_connections_beyond_max_connections_get_503")],
+    "requests in progress, per listener (body reception included)": [
+        (EDGE, "test_beyond_max_concurrent_requests_is_503_bodies_being_received_included"),
+        (CONNECTIONS, "test_requests_beyond_max_concurrent_requests_get_503")],
+    "pipelined requests of one connection with the app": [
+        (EDGE, "test_50_pipelined_requests_reach_the_app_at_most_8_at_a_time_and_all_are_answered"),
+        (EDGE, "test_the_eighth_pipelined_request_gets_its_body"),
+        (EDGE, "test_a_request_held_behind_8_in_the_app_is_not_cut_by_the_read_deadline")],
+    "graceful stop after SIGTERM": [
+        (SHUTDOWN, "test_a_stalled_request_is_cut_at_the_end_of_the_grace_period"),
+        (SHUTDOWN, "test_with_the_defaults_a_slow_client_does_not_hold_the_exit_past_15_s")],
+    "header section (and, after a chunked body, its framing and trailers), header count, URL": [
+        (HERE, "test_a_header_section_of_64_kib_is_served_and_one_byte_more_gets_431"),
+        (HERE, "test_100_header_fields_are_served_and_101_get_431"),
+        (HERE, "test_a_url_of_8_kib_is_served_and_one_byte_more_gets_414"),
+        (EDGE, "test_a_trailer_field_that_never_ends_is_refused_before_it_is_all_sent")],
+    "a connection closed (by us, or by the transport on the peer's EOF) that is not gone": [
+        (EDGE, "test_a_connection_that_does_not_finish_closing_is_aborted_2_s_later"),
+        (EDGE,
+         "test_a_connection_the_app_closed_that_does_not_finish_closing_is_aborted_2_s_later"),
+        (EDGE, "test_a_connection_the_transport_closes_itself_is_aborted_after_the_grace")],
+    "causes in a denial": [
+        (HERE, "test_100_causes_are_listed_and_the_101st_problem_is_counted")],
+    "a value quoted in a message": [
+        (HERE,
+         "test_a_value_of_80_characters_is_quoted_whole_and_a_longer_one_by_its_start_and_length")],
+    "`status.message`; the causes as JSON": [
+        (IN_PROCESS,
+         "test_status_message_lists_every_problem_up_to_64_kib_less_room_for_the_count"),
+        (IN_PROCESS,
+         "test_causes_filling_96_kib_of_json_are_all_listed_and_one_byte_more_is_counted"),
+        (IN_PROCESS, "test_with_both_budgets_full_the_answer_stays_under_256_kib")],
+    "warnings": [
+        (IN_PROCESS, "test_20_warnings_from_validation_are_kept_and_a_21st_is_counted"),
+        (IN_PROCESS, "test_a_warning_of_119_characters_is_kept_whole_and_one_of_120_is_cut_to_119"),
+        (HERE, "test_64_warnings_in_an_answer_then_one_saying_how_many_more")],
+    "request uid": [
+        (HERE, "test_a_uid_of_1024_characters_is_answered_and_1025_gets_400")],
+    "the JSONPatch of a migration": [
+        (HERE, "test_a_patch_of_128_kib_is_sent_and_one_longer_is_not")],
+    "a body larger than 64 KiB": [
+        (IN_PROCESS,
+         "test_a_body_of_64_kib_is_judged_on_the_loop_and_one_byte_more_in_a_worker_thread")],
+    "direct GETs of VMIs the cache lacks": [
+        (IN_PROCESS, "test_10_gets_at_once_then_5_a_second"),
+        (IN_PROCESS, "test_4_gets_at_once_and_a_5th_is_refused_until_one_ends"),
+        (IN_PROCESS, "test_each_get_is_given_1_s"),
+        (IN_PROCESS, "test_a_lookup_waiting_for_another_ones_get_gives_up_after_1_s"),
+        (IN_PROCESS, "test_a_not_found_answer_is_kept_5_s"),
+        ("tests/live_cluster/test_kube_state_lookups.py",
+         "test_a_missing_vmi_is_remembered_missing_for_a_few_seconds")],
+}
+
+
+def test_every_limit_row_is_held_at_its_boundary_by_a_named_test() -> None:
+    """Each row names the tests that hold it at its boundary and just past it; a row added
+    without one, or a named test renamed or removed, fails here (pytest would not say that
+    a row had lost its test)."""
+    assert sorted(LIMIT_TESTS) == sorted(LIMITS)
+    for row, tests in LIMIT_TESTS.items():
+        assert tests, row
+        for path, name in tests:
+            source = (REPO / path).read_text()
+            assert re.search(rf"^def {name}\(", source, re.MULTILINE), f"{row}: {path}::{name}"
 
 
 # At the limit and just past it, on the real service over TLS.
@@ -338,3 +422,106 @@ def test_64_warnings_in_an_answer_then_one_saying_how_many_more(
         assert len(past) == 65
         assert past[-1] == "1 more warnings not shown"
         assert all(len(warning) < 120 for warning in at + past)
+
+
+# Bodies being received, one listener's requests together: 32 MiB.
+
+def hold_body(service: RunningService, size: int) -> ssl.SSLSocket:
+    """A connection whose review of `size` bytes is being received: its headers sent, with
+    `Expect: 100-continue`, and uvicorn's `100 Continue` read, which it sends when the app
+    first asks for the body: the request is past the limits and holds its share of the
+    budget. The caller closes it."""
+    sock = tls_connect(service.port, service.ca_file)
+    sock.sendall(request_head(VALIDATE, method="POST", headers={
+        "Content-Type": "application/json", "Content-Length": str(size),
+        "Expect": "100-continue"}))
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        reply += chunk
+    if not reply.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"):
+        sock.close()
+        raise AssertionError(f"a body of {size} bytes was not taken in: {reply!r}")
+    return sock
+
+
+def refusal_of_body(service: RunningService, size: int) -> tuple[int, str]:
+    """The status and error with which a review of `size` bytes (headers only) is refused."""
+    with tls_connect(service.port, service.ca_file) as sock:
+        sock.sendall(request_head(VALIDATE, method="POST", headers={
+            "Content-Type": "application/json", "Content-Length": str(size),
+            "Expect": "100-continue"}))
+        answer = read_response(sock)
+    return answer.status, json.loads(answer.body)["error"]
+
+
+def bodies_refused_past(service: RunningService, sizes: list[int]) -> tuple[int, str]:
+    """Hold bodies of `sizes` at once (each must be taken in), then the refusal of one
+    more byte."""
+    with contextlib.ExitStack() as held:
+        for size in sizes:
+            held.enter_context(hold_body(service, size))
+        return refusal_of_body(service, 1)
+
+
+@pytest.fixture(scope="module")
+def budget_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    """The default limits, with a read deadline that a loaded machine cannot reach while
+    the test holds its bodies (the budget is not the deadline's test). Of its own: bodies
+    held by the test are released only after it hangs up."""
+    with running_service(tmp_path_factory.mktemp("budget"),
+                         ["--request-read-timeout", "120"]) as running:
+        yield running
+
+
+def test_bodies_of_32_mib_are_received_at_once_and_one_byte_more_gets_503(
+        budget_service: RunningService) -> None:
+    """Four reviews of 8 MiB (the default --max-body-bytes) being received hold 32 MiB:
+    each taken in; one more byte, 503. Catches a budget other than 32 MiB, `>=` for `>`,
+    and a body not counted until it is read."""
+    status, error = bodies_refused_past(budget_service, [8 * MIB] * 4)
+    assert status == 503
+    assert error == ("request bodies being received would take more than the 33554432 bytes "
+                     "they may hold at once: retry later")
+    with budget_service.client() as http:  # released once their clients hung up
+        assert http.post(VALIDATE, json=POLICY).status_code == 200
+
+
+# The JSONPatch of a migration: 128 KiB.
+
+MUTATE = "/mutate-virtualmachineinstancemigration"
+MIGRATION = sample_review("migration-db-vmi.json")
+STALE = "migrations.kubevirt.io/stale-"
+
+
+def stamped(client: httpx.Client, stale_length: int) -> dict[str, Any]:
+    """The response to the db-vmi migration with one stale annotation under the prefix
+    (the patch removes it), its key `stale_length` characters after the prefix."""
+    review = copy.deepcopy(MIGRATION)
+    review["request"]["object"]["metadata"]["annotations"] = {STALE + "s" * stale_length: "x"}
+    answer = client.post(MUTATE, json=review)
+    assert answer.status_code == 200
+    response: dict[str, Any] = answer.json()["response"]
+    assert response["allowed"] is True
+    return response
+
+
+def test_a_patch_of_128_kib_is_sent_and_one_longer_is_not(client: httpx.Client) -> None:
+    """The patch is sent base64-encoded: 128 KiB of it, 131,072 characters, encode a JSON
+    patch of 98,304 bytes. A stale annotation's key is sized (from the patch with a short
+    one) so that the patch is exactly that: sent. One character more, and the patch would
+    take 131,076 (base64 goes by 4): not sent, the migration allowed with a warning. Catches
+    a limit other than 128 KiB, `>=` for `>`, and a limit on the JSON rather than the
+    encoded patch."""
+    short = stamped(client, 100)
+    short_length = len(base64.b64decode(short["patch"]))
+    at = stamped(client, 100 + 98_304 - short_length)
+    assert len(at["patch"]) == 128 * KIB
+    assert len(base64.b64decode(at["patch"])) == 98_304
+    past = stamped(client, 100 + 98_304 - short_length + 1)
+    assert "patch" not in past and "patchType" not in past
+    assert past["warnings"][-1] == (
+        "no migration policy applied: the patch would take 7 operations, 131076 bytes: "
+        "remove stale annotations first")
