@@ -2,8 +2,9 @@
 
 The real service against the stand-in API server (tests/support/kubeapi/). Each test breaks the
 API under the running service and measures, from the moment of the fault, how long until
-the decisions are right again: within 1 s after a 410 (and a cut) or a 504 "too large
-resource version", within --watch-idle-timeout + 1 s after a stream goes silent. A
+the decisions are right again: at once (within 3 s, where waiting would take 4 s or more)
+after a 410 (and a cut) or a 504 "too large resource version", within
+--watch-idle-timeout + 3 s after a stream goes silent. A
 forbidden list or watch, the watches' queries and their TCP keepalive are checked against
 the real API server in tests/cluster/ (issue 19).
 """
@@ -25,8 +26,19 @@ from tests.support.kubeapi import (
 )
 from tests.support.live_cluster import decide, list_count, scrape, seed, value, wait_for, webhook
 
-RECOVERY_SECONDS = 1.0
-IDLE_TIMEOUT = 2.0
+RECOVERY_SECONDS = 3.0
+"""Blind at most this long after a fault the service recovers from at once (a 410, a 504,
+or one refused watch after the backoff was reset): what it would wait otherwise is 4 s or
+more (the outage's backoff, 4 to 8 s; the idle timeout; the watch's timeoutSeconds), what
+it needs is a relist of a few objects, so 3 s keeps a loaded machine's margin on both
+sides."""
+BOOKMARK_INTERVAL = 0.5
+IDLE_TIMEOUT = 4.0
+BOOKMARKS_PAST_IDLE = int(IDLE_TIMEOUT / BOOKMARK_INTERVAL) + 2
+"""Bookmarks each watch receives over more than the idle timeout."""
+RESUME_MARGIN = 3.0
+"""A silent watch is resumed within the idle timeout plus this (README: closed and resumed
+after --watch-idle-timeout): the resume and one event, on a loaded machine."""
 
 
 def seconds_until(probe: Callable[[], object], expected: object, *, limit: float) -> float:
@@ -45,7 +57,7 @@ def policy_now(client: httpx.Client, vmi_name: str = "db") -> Callable[[], str |
     return lambda: decide(client, "hpc", vmi_name).policy
 
 
-def test_a_410_and_a_cut_after_an_outage_of_lists_recover_within_1s(tmp_path, api):
+def test_a_410_and_a_cut_after_an_outage_of_lists_recover_at_once(tmp_path, api):
     seed(api)
     api.create(MIGRATION_POLICIES, policy("prod", namespace_selector={"env": "prod"}))
     with webhook(tmp_path, api) as (service, client):
@@ -97,7 +109,7 @@ def test_a_410_and_a_cut_after_an_outage_of_lists_recover_within_1s(tmp_path, ap
 
 
 @pytest.mark.parametrize("too_large_as", ["http-status", "error-event"])
-def test_a_504_too_large_resource_version_relists_from_scratch_within_1s(
+def test_a_504_too_large_resource_version_relists_from_scratch_at_once(
         tmp_path, api, too_large_as):
     seed(api)
     api.create(MIGRATION_POLICIES, policy("old", vmi_selector={"app": "db"}))
@@ -132,22 +144,39 @@ def test_a_504_too_large_resource_version_relists_from_scratch_within_1s(
 
 
 def test_a_silent_watch_is_resumed_within_the_idle_timeout(tmp_path, api):
+    """Watches the stand-in bookmarks every 0.5 s are kept past the idle timeout; silenced,
+    each is resumed (from its resourceVersion, no relist) once the idle timeout has passed.
+    The idle timeout (4 s) leaves a loaded machine 3.5 s between two bookmarks before a
+    healthy watch is taken for idle. Catches a watch dropped although bookmarks came (a
+    reflector that counts only events as news), and a silent watch left open (one that
+    waits for the server's timeoutSeconds, minutes)."""
     seed(api)
-    api.bookmark_interval = 0.5  # as a real API server bookmarks, only more often
+    api.bookmark_interval = BOOKMARK_INTERVAL  # as a real API server bookmarks, only more often
     with webhook(tmp_path, api, args=["--watch-idle-timeout", str(IDLE_TIMEOUT)]) as (
             service, client):
         assert decide(client, "hpc", "db").policy is None
+        assert wait_for(lambda: api.active_watches, len(RESOURCES)) == len(RESOURCES)
         lists = len(api.calls("list"))
-        # Quiet but healthy watches are kept: their bookmarks show they are alive.
-        time.sleep(IDLE_TIMEOUT + 1)
-        assert "no event or bookmark" not in service.log()
         watches = len(api.calls("watch"))
         assert watches == len(RESOURCES)
+        # Quiet but healthy watches are kept: their bookmarks show they are alive. Counted
+        # in bookmarks sent, enough of them that every watch has lived past the idle timeout.
+        sent = api.bookmarks_sent
+        kept = sent + len(RESOURCES) * BOOKMARKS_PAST_IDLE
+        assert wait_for(lambda: api.bookmarks_sent, lambda n: n >= kept) >= kept
+        assert len(api.calls("watch")) == watches
+        assert api.active_watches == len(RESOURCES)
+        samples = scrape(client)
+        for resource in RESOURCES:
+            assert value(samples, "watch_restarts_total", resource=resource.plural,
+                         reason="idle") == 0
+        assert "no event or bookmark" not in service.log()
 
         api.silence_watches()
         api.create(MIGRATION_POLICIES, policy("db", vmi_selector={"app": "db"}))
-        elapsed = seconds_until(policy_now(client), "db", limit=IDLE_TIMEOUT + 1)
-        assert elapsed < IDLE_TIMEOUT + 1, f"blind for {elapsed:.2f} s after the silence"
+        elapsed = seconds_until(policy_now(client), "db", limit=IDLE_TIMEOUT + RESUME_MARGIN)
+        assert elapsed < IDLE_TIMEOUT + RESUME_MARGIN, \
+            f"blind for {elapsed:.2f} s after the silence"
 
         assert wait_for(lambda: len(api.calls("watch")), watches + len(RESOURCES)) == \
             watches + len(RESOURCES)
@@ -155,7 +184,9 @@ def test_a_silent_watch_is_resumed_within_the_idle_timeout(tmp_path, api):
         assert all(call.query["resourceVersion"].isdigit() for call in resumed)
         assert len(api.calls("list")) == lists, "a silent watch is resumed, not relisted"
         assert f"the watch brought no event or bookmark for {IDLE_TIMEOUT:g} s" in service.log()
-        samples = scrape(client)
+        samples = wait_for(lambda: scrape(client), lambda s: all(
+            value(s, "watch_restarts_total", resource=r.plural, reason="idle") == 1
+            for r in RESOURCES))
         for resource in RESOURCES:
             assert value(samples, "watch_restarts_total", resource=resource.plural,
                          reason="idle") == 1
