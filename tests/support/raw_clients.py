@@ -91,3 +91,38 @@ def received_until_closed(sock: socket.socket, *, limit: float) -> bytes:
     except (ssl.SSLError, ConnectionError):
         pass
     return b"".join(chunks)
+
+
+REQUEST_CAP_REFUSAL = b"requests in progress (--max-concurrent-requests)"
+"""Part of the 503 a listener answers when it has as many requests in progress as it allows."""
+
+
+def probe(port: int, ca_file: Path) -> bytes:
+    """All the server answers to `GET /healthz` with `Connection: close`, on a connection
+    of its own."""
+    with tls_connect(port, ca_file) as sock:
+        sock.sendall(request_head(headers={"Connection": "close"}))
+        return received_until_closed(sock, limit=10)
+
+
+def wait_for_request_cap(port: int, ca_file: Path, *, reached: bool,
+                         limit: float = 30.0) -> None:
+    """Probe the listener at `port` until it refuses the probe for --max-concurrent-requests
+    (`reached`: that many requests are with the app, their headers in) or serves it (not
+    `reached`: there is room again). The service exposes no gauge of requests in progress:
+    start it with a cap as low as the requests a test holds. The deadline only ends a
+    failure."""
+    deadline = time.monotonic() + limit
+    while True:
+        answer = probe(port, ca_file)
+        if reached:
+            done = answer.startswith(b"HTTP/1.1 503 ") and REQUEST_CAP_REFUSAL in answer
+        else:
+            done = answer.startswith(b"HTTP/1.1 200 ")
+        if done:
+            return
+        if time.monotonic() > deadline:
+            state = "not reached" if reached else "still reached"
+            raise AssertionError(f"the request cap {state} after {limit} s; the last "
+                                 f"answer:\n{answer[:400]!r}")
+        time.sleep(0.05)
