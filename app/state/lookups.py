@@ -61,14 +61,16 @@ class LookupLimits:
 class TokenBucket:
     """`rate` tokens a second, at most `burst` saved up; not thread-safe (callers lock)."""
 
-    def __init__(self, rate: float, burst: int) -> None:
+    def __init__(self, rate: float, burst: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.burst = burst
+        self._clock = clock
         self._tokens = float(burst)
-        self._stamp = time.monotonic()
+        self._stamp = clock()
 
     def _refill(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._tokens = min(float(self.burst), self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
 
@@ -96,10 +98,12 @@ class _Flight(Generic[Found]):
 class DirectLookups:
     """The bounded direct GETs of every resource, with their counts by result."""
 
-    def __init__(self, resources: Iterable[str], limits: LookupLimits | None = None) -> None:
+    def __init__(self, resources: Iterable[str], limits: LookupLimits | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits or LookupLimits()
+        self._clock = clock
         self._lock = threading.Lock()
-        self._bucket = TokenBucket(self.limits.rate, self.limits.burst)
+        self._bucket = TokenBucket(self.limits.rate, self.limits.burst, clock)
         self._active = 0
         self._flights: dict[tuple[str, Hashable], _Flight[Any]] = {}
         self._absent: dict[tuple[str, Hashable], float] = {}
@@ -124,7 +128,7 @@ class DirectLookups:
         """
         cache_key = (resource, key)
         until = self._absent.get(cache_key)
-        if until is not None and until > time.monotonic():
+        if until is not None and until > self._clock():
             self._count(resource, NEGATIVE_CACHED)
             return None
         if on_loop:
@@ -182,7 +186,7 @@ class DirectLookups:
         return flight.found
 
     def _remember_absent(self, cache_key: tuple[str, Hashable]) -> None:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             absent = self._absent
             absent.pop(cache_key, None)
@@ -199,7 +203,7 @@ class DirectLookups:
 
     def _refused(self, resource: str) -> NoReturn:
         """Count and (now and then) log a lookup the limits refuse; raise LookupFailed."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             self._counts[(resource, RATE_LIMITED)] += 1
             self._refused_since_log += 1

@@ -11,7 +11,7 @@ once, 1 s each, not-found kept 5 s), on a fake clock.
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -234,7 +234,7 @@ def test_a_body_of_64_kib_is_judged_on_the_loop_and_one_byte_more_in_a_worker_th
 # not-found kept 5 s
 
 class Clock:
-    """time.monotonic, as the lookups read it, moved by the test."""
+    """The lookups' monotonic clock, moved by the test."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -244,11 +244,8 @@ class Clock:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
-    """A fake monotonic clock (threading keeps its own reference to the real one)."""
-    fake = Clock()
-    monkeypatch.setattr(time, "monotonic", fake)
-    yield fake
+def clock() -> Clock:
+    return Clock()
 
 
 RATE_LIMITED = "the webhook is rate-limiting direct lookups"
@@ -288,7 +285,7 @@ def test_10_gets_at_once_then_5_a_second(clock: Clock) -> None:
     second: 2 in half a second (the half left over), 5 in the next second. After a quiet
     minute, 10 again, not more. Catches another burst or rate, a bucket that does not
     refill, and one that saves up more than the burst."""
-    lookups, api = DirectLookups(["virtualmachineinstances"]), Api({"app": "db"})
+    lookups, api = DirectLookups(["virtualmachineinstances"], clock=clock), Api({"app": "db"})
     assert lookups_until_refused(lookups, api, "first") == 10
     clock.now += 0.5
     assert lookups_until_refused(lookups, api, "half") == 2
@@ -300,7 +297,7 @@ def test_10_gets_at_once_then_5_a_second(clock: Clock) -> None:
 
 
 def test_each_get_is_given_1_s(clock: Clock) -> None:
-    lookups, api = DirectLookups(["virtualmachineinstances"]), Api({"app": "db"})
+    lookups, api = DirectLookups(["virtualmachineinstances"], clock=clock), Api({"app": "db"})
     assert look_up(lookups, api, "db") == {"app": "db"}
     assert api.timeouts == [1.0]
 
@@ -308,7 +305,7 @@ def test_each_get_is_given_1_s(clock: Clock) -> None:
 def test_a_not_found_answer_is_kept_5_s(clock: Clock) -> None:
     """Asked again within 5 s, a VMI found missing is missing without a GET; at 5 s the
     API is asked again. Catches another time, and a not-found never remembered."""
-    lookups, api = DirectLookups(["virtualmachineinstances"]), Api(None)
+    lookups, api = DirectLookups(["virtualmachineinstances"], clock=clock), Api(None)
     assert look_up(lookups, api, "late") is None
     clock.now += 4.9
     assert look_up(lookups, api, "late") is None
@@ -346,7 +343,7 @@ def test_4_gets_at_once_and_a_5th_is_refused_until_one_ends(clock: Clock) -> Non
     of another VMI, is refused there and then (not queued), in a worker thread and on the
     event loop alike. Once they end, a lookup is let through again. Catches a concurrency
     other than 4, and a fifth that waits for a free slot."""
-    lookups, api = DirectLookups(["virtualmachineinstances"]), HeldApi()
+    lookups, api = DirectLookups(["virtualmachineinstances"], clock=clock), HeldApi()
     api.expected = 4
     results: list[dict[str, str] | None] = []
 
@@ -376,7 +373,7 @@ def test_a_lookup_waiting_for_another_ones_get_gives_up_after_1_s(clock: Clock) 
     """A second lookup of a VMI whose GET is in flight waits for it (one GET per VMI), at
     most 1 s: the README's promise, timed on the real clock with a margin for a loaded
     machine. Catches a wait without end, and one far shorter than 1 s."""
-    lookups, api = DirectLookups(["virtualmachineinstances"]), HeldApi()
+    lookups, api = DirectLookups(["virtualmachineinstances"], clock=clock), HeldApi()
     api.expected = 1
     leader = threading.Thread(target=look_up, args=(lookups, api, "slow"))
     leader.start()
