@@ -10,6 +10,7 @@ done, and nothing else counted, when a marker migration written after it is coun
 (one watch delivers the migrations' events in order)."""
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -154,9 +155,17 @@ def disagreement(service: RunningService, migration: Migration, kubevirt_s: str 
 
 
 def next_second() -> None:
-    """Wait for the next whole second: a migration's creationTimestamp, when it was stamped,
-    is to the second, and a change in the same second counts as after it."""
-    time.sleep(1.05 - time.time() % 1)
+    """Until the wall clock is past the second it is in now. A migration's
+    creationTimestamp, when it was stamped, is to the second (the API server truncates it;
+    it runs on this host's clock), and the service takes a change it saw at or after that
+    whole second for one made since the stamp. The changes the caller waited for were seen
+    before this call, so a migration created from the next second on is stamped after them.
+    A condition on the clock, not a guess at how long something takes: `time.sleep` never
+    returns early, and on a loaded machine it only returns later, which the condition
+    allows."""
+    next_whole_second = math.floor(time.time()) + 1
+    while (left := next_whole_second - time.time()) > 0:
+        time.sleep(left)
 
 
 @pytest.fixture(scope="module")
