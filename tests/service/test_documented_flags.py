@@ -23,7 +23,7 @@ import jsonpatch
 import orjson
 import pytest
 
-from tests.service.test_documented_limits import bodies_refused_past, refusal_of_body
+from tests.support.raw_clients import bodies_refused_past, refusal_of_body
 from tests.support.reviews import MUTATE, VALIDATE, post_review, sample_review
 from tests.support.service import (
     SAMPLE_CLUSTER,
@@ -33,6 +33,7 @@ from tests.support.service import (
     start_service,
     stop_service,
 )
+from tests.support.tools import openssl_binary
 
 MIB = 1024 * 1024
 POLICY = sample_review("policy-valid-example.json")
@@ -248,7 +249,7 @@ def make_certs(out: Path, *extra: str) -> Path:
 
 def openssl(cert: Path, field: str) -> str:
     """`openssl x509 -noout -FIELD -in CERT`'s value: how docs/install.md compares it."""
-    done = subprocess.run(["openssl", "x509", "-noout", f"-{field}", "-in", str(cert)],
+    done = subprocess.run([openssl_binary(), "x509", "-noout", f"-{field}", "-in", str(cert)],
                           capture_output=True, text=True, timeout=30, check=True)
     name, _, value = done.stdout.strip().partition("=")
     assert name == {"serial": "serial", "enddate": "notAfter"}[field], done.stdout
@@ -261,7 +262,6 @@ def logged_as(cert: Path) -> str:
     return f"serial {openssl(cert, 'serial')}, valid until {ends:%Y-%m-%d %H:%M} UTC"
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="compares with openssl's serial")
 def test_the_new_serial_is_logged_after_a_rotation(tmp_path: Path) -> None:
     """The routine renewal (docs/install.md): the same CA, a new serving certificate written
     over the files. The service logs the serial it starts with, then, without a restart,

@@ -11,12 +11,9 @@ A change to a limit must so change three places that agree: the code, the README
 """
 
 import base64
-import contextlib
 import copy
-import json
 import os
 import re
-import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,7 +23,12 @@ import httpx
 import pytest
 
 from app.settings import Settings
-from tests.support.raw_clients import get, read_response, request_head, tls_connect
+from tests.support.raw_clients import (
+    bodies_refused_past,
+    get,
+    request_head,
+    tls_connect,
+)
 from tests.support.reviews import sample_review
 from tests.support.service import REPO, RunningService, running_service
 
@@ -425,46 +427,6 @@ def test_64_warnings_in_an_answer_then_one_saying_how_many_more(
 
 
 # Bodies being received, one listener's requests together: 32 MiB.
-
-def hold_body(service: RunningService, size: int) -> ssl.SSLSocket:
-    """A connection whose review of `size` bytes is being received: its headers sent, with
-    `Expect: 100-continue`, and uvicorn's `100 Continue` read, which it sends when the app
-    first asks for the body: the request is past the limits and holds its share of the
-    budget. The caller closes it."""
-    sock = tls_connect(service.port, service.ca_file)
-    sock.sendall(request_head(VALIDATE, method="POST", headers={
-        "Content-Type": "application/json", "Content-Length": str(size),
-        "Expect": "100-continue"}))
-    reply = b""
-    while b"\r\n\r\n" not in reply:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        reply += chunk
-    if not reply.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"):
-        sock.close()
-        raise AssertionError(f"a body of {size} bytes was not taken in: {reply!r}")
-    return sock
-
-
-def refusal_of_body(service: RunningService, size: int) -> tuple[int, str]:
-    """The status and error with which a review of `size` bytes (headers only) is refused."""
-    with tls_connect(service.port, service.ca_file) as sock:
-        sock.sendall(request_head(VALIDATE, method="POST", headers={
-            "Content-Type": "application/json", "Content-Length": str(size),
-            "Expect": "100-continue"}))
-        answer = read_response(sock)
-    return answer.status, json.loads(answer.body)["error"]
-
-
-def bodies_refused_past(service: RunningService, sizes: list[int]) -> tuple[int, str]:
-    """Hold bodies of `sizes` at once (each must be taken in), then the refusal of one
-    more byte."""
-    with contextlib.ExitStack() as held:
-        for size in sizes:
-            held.enter_context(hold_body(service, size))
-        return refusal_of_body(service, 1)
-
 
 @pytest.fixture(scope="module")
 def budget_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:

@@ -1,12 +1,17 @@
 """Clients that misbehave on purpose, over real TLS sockets: they send part of a request,
 or nothing, and watch when the server hangs up."""
 
+import contextlib
 import http.client
+import json
 import socket
 import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.reviews import VALIDATE
+from tests.support.service import RunningService
 
 REVIEW_PATH = "/validate-migrationpolicy"
 
@@ -126,3 +131,45 @@ def wait_for_request_cap(port: int, ca_file: Path, *, reached: bool,
             raise AssertionError(f"the request cap {state} after {limit} s; the last "
                                  f"answer:\n{answer[:400]!r}")
         time.sleep(0.05)
+
+
+# Bodies being received hold a share of one listener's body budget.
+
+def hold_body(service: RunningService, size: int) -> ssl.SSLSocket:
+    """A connection whose review of `size` bytes is being received: its headers sent, with
+    `Expect: 100-continue`, and uvicorn's `100 Continue` read, which it sends when the app
+    first asks for the body: the request is past the limits and holds its share of the
+    budget. The caller closes it."""
+    sock = tls_connect(service.port, service.ca_file)
+    sock.sendall(request_head(VALIDATE, method="POST", headers={
+        "Content-Type": "application/json", "Content-Length": str(size),
+        "Expect": "100-continue"}))
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        reply += chunk
+    if not reply.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"):
+        sock.close()
+        raise AssertionError(f"a body of {size} bytes was not taken in: {reply!r}")
+    return sock
+
+
+def refusal_of_body(service: RunningService, size: int) -> tuple[int, str]:
+    """The status and error with which a review of `size` bytes (headers only) is refused."""
+    with tls_connect(service.port, service.ca_file) as sock:
+        sock.sendall(request_head(VALIDATE, method="POST", headers={
+            "Content-Type": "application/json", "Content-Length": str(size),
+            "Expect": "100-continue"}))
+        answer = read_response(sock)
+    return answer.status, json.loads(answer.body)["error"]
+
+
+def bodies_refused_past(service: RunningService, sizes: list[int]) -> tuple[int, str]:
+    """Hold bodies of `sizes` at once (each must be taken in), then the refusal of one
+    more byte."""
+    with contextlib.ExitStack() as held:
+        for size in sizes:
+            held.enter_context(hold_body(service, size))
+        return refusal_of_body(service, 1)
