@@ -1,8 +1,9 @@
 """README "Flags of `serve`" rows at values other than their defaults, on the real service
 over TLS (issue 22): `--max-body-bytes` (the body limit and the bodies-being-received
 budget that follows it), `--feature-gates` with valid gates, the serving certificate
-reloaded with its new serial logged; and a policy's explicit `allowWorkloadDisruption`,
-stamped as set rather than following `allowPostCopy`.
+reloaded with its new serial logged, `--log-level` warning and error, `--coverage-interval`
+keeping a pass from running before it is over; and a policy's explicit
+`allowWorkloadDisruption`, stamped as set rather than following `allowPostCopy`.
 
 Every figure is a literal from the README, never imported from app/. The defaults of these
 flags are pinned in tests/service/test_documented_limits.py.
@@ -11,10 +12,11 @@ flags are pinned in tests/service/test_documented_limits.py.
 import base64
 import copy
 import datetime
+import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,14 @@ import jsonpatch
 import orjson
 import pytest
 
-from tests.support.raw_clients import bodies_refused_past, refusal_of_body
+from tests.support.live_cluster import METRICS_PREFIX, scrape
+from tests.support.raw_clients import (
+    bodies_refused_past,
+    get,
+    probe,
+    refusal_of_body,
+    tls_connect,
+)
 from tests.support.reviews import MUTATE, VALIDATE, post_review, sample_review
 from tests.support.service import (
     SAMPLE_CLUSTER,
@@ -290,3 +299,109 @@ def test_the_new_serial_is_logged_after_a_rotation(tmp_path: Path) -> None:
             assert http.get("/healthz").status_code == 200
     finally:
         stop_service(service)
+
+
+# --log-level warning and error: a warning (a connection refused for --max-connections) and
+# an error (a broken state file) both logged at `warning`, the error alone at `error`.
+
+def until(probe_once: Callable[[], Any], what: str) -> Any:
+    """`probe_once()` once it is true; fail after DEADLINE."""
+    deadline = time.monotonic() + DEADLINE
+    while not (found := probe_once()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return found
+
+
+def served_connection(service: RunningService) -> Any:
+    """A connection the service has served (not refused for the cap: a connection closed
+    just before may still count for a moment), kept open."""
+    def attempt() -> Any:
+        sock = tls_connect(service.port, service.ca_file)
+        if get(sock).status == 200:
+            return sock
+        sock.close()
+        return None
+    return until(attempt, "a connection within --max-connections")
+
+
+@pytest.mark.parametrize("level", ["warning", "error"])
+def test_log_level_warning_logs_warnings_and_error_only_errors(
+        tmp_path: Path, level: str) -> None:
+    """The 503's warning is written before the 503 is sent, and the broken file's error a
+    state poll later: once the error is in the log, the warning is there or never will be.
+    Catches `--log-level error` that lets warnings through (or lets nothing through), and
+    `warning` that drops warnings or lets info through."""
+    state = tmp_path / "state"
+    shutil.copytree(SAMPLE_CLUSTER, state)
+    with running_service(tmp_path, ["--log-level", level, "--state", str(state),
+                                    "--max-connections", "1"]) as running:
+        with served_connection(running):
+            refused = probe(running.port, running.ca_file)
+        assert refused.startswith(b"HTTP/1.1 503 "), refused[:200]
+        assert b"more than 1 open connections (--max-connections)" in refused
+        (state / "broken.yaml").write_text("kind: [unclosed\n")
+        until(lambda: "not reloaded, keeping the last good state" in running.log(),
+              "the broken file's error")
+        log = running.log()
+    levels = set(re.findall(r"^\S+ \S+ ([A-Z]+) ", log, re.MULTILINE))
+    assert "ERROR" in levels
+    assert ("answered 503 to" in log) is (level == "warning")
+    assert levels == ({"WARNING", "ERROR"} if level == "warning" else {"ERROR"}), levels
+
+
+# --coverage-interval: after a pass, none runs until the interval is over.
+
+DB_EVERYWHERE = """
+apiVersion: migrations.kubevirt.io/v1alpha1
+kind: MigrationPolicy
+metadata:
+  name: db-everywhere
+spec:
+  bandwidthPerMigration: {bandwidth}
+  selectors:
+    virtualMachineInstanceSelector:
+      workload-type: db
+"""
+
+
+def governed(http: httpx.Client) -> dict[str, float]:
+    """policy -> `policy_governed_vmis`, from /metrics (empty before the first pass)."""
+    return {dict(labels)["policy"]: number
+            for (name, labels), number in scrape(http).items()
+            if name == METRICS_PREFIX + "policy_governed_vmis"}
+
+
+def stamped_db_vmi(http: httpx.Client) -> dict[str, str]:
+    """The annotations the db-vmi migration is stamped with."""
+    review = sample_review("migration-db-vmi.json")
+    response = post_review(http, MUTATE, review, allowed=True)
+    patch = orjson.loads(base64.b64decode(response["patch"]))
+    patched = jsonpatch.apply_patch(review["request"]["object"], patch)
+    return {key.removeprefix("migrations.kubevirt.io/"): value
+            for key, value in patched["metadata"]["annotations"].items()}
+
+
+def test_no_coverage_pass_runs_before_the_coverage_interval_is_over(tmp_path: Path) -> None:
+    """With `--coverage-interval 3600`, the pass at start is the only one: the state is
+    changed (the example policy's file gone, a policy for every db VMI added), the next
+    decisions follow it, a second change is taken too (a state poll, 0.5 s, later; the
+    coverage keeper looks for changes as often), and the coverage metrics still count the
+    state the service started with. The interval is reached in
+    tests/service/test_coverage_metrics.py and test_impact_http.py (a change counted after
+    a pass, with 0.2 s). Catches passes run at every change, or at every check for one,
+    whatever the interval."""
+    state = tmp_path / "state"
+    shutil.copytree(SAMPLE_CLUSTER, state)
+    with running_service(tmp_path, ["--state", str(state), "--coverage-interval", "3600"]) \
+            as running, running.client() as http:
+        before = until(lambda: governed(http), "the first pass's figures")
+        assert "my-awesome-policy" in before and "db-everywhere" not in before
+        (state / "extra.yaml").write_text(DB_EVERYWHERE.format(bandwidth="2Gi"))
+        (state / "policies.yaml").unlink()
+        until(lambda: stamped_db_vmi(http).get("policy") == "db-everywhere",
+              "the new policy to decide")
+        (state / "extra.yaml").write_text(DB_EVERYWHERE.format(bandwidth="3Gi"))
+        until(lambda: stamped_db_vmi(http).get("bandwidthPerMigration") == "3Gi",
+              "the second change to decide")
+        assert governed(http) == before
