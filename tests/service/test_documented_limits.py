@@ -10,19 +10,23 @@ the figures written out (tests/unit/test_edge.py, test_connections.py, test_shut
 A change to a limit must so change three places that agree: the code, the README, and here.
 """
 
+import asyncio
 import base64
 import copy
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from app.policy.precedence import Precedence
+from app.serving.app import create_service
 from app.settings import Settings
+from app.state.files import DirectoryState
 from tests.support.raw_clients import (
     bodies_refused_past,
     get,
@@ -30,7 +34,7 @@ from tests.support.raw_clients import (
     tls_connect,
 )
 from tests.support.reviews import sample_review
-from tests.support.service import REPO, RunningService, running_service
+from tests.support.service import REPO, SAMPLE_CLUSTER, RunningService, running_service
 
 README = (REPO / "README.md").read_text()
 VALIDATE = "/validate-migrationpolicy"
@@ -275,16 +279,194 @@ LIMIT_TESTS: dict[str, list[tuple[str, str]]] = {
 }
 
 
-def test_every_limit_row_is_held_at_its_boundary_by_a_named_test() -> None:
-    """Each row names the tests that hold it at its boundary and just past it; a row added
-    without one, or a named test renamed or removed, fails here (pytest would not say that
-    a row had lost its test)."""
-    assert sorted(LIMIT_TESTS) == sorted(LIMITS)
-    for row, tests in LIMIT_TESTS.items():
+def assert_every_row_names_existing_tests(rows: Iterable[str],
+                                          named: dict[str, list[tuple[str, str]]]) -> None:
+    """Every row of a README table names at least one test, and each named test exists (a
+    top-level `def` in its file): a row added without a test, or a named test renamed or
+    removed, fails (pytest alone would not say that a row had lost its test)."""
+    assert sorted(named) == sorted(rows)
+    for row, tests in named.items():
         assert tests, row
         for path, name in tests:
             source = (REPO / path).read_text()
             assert re.search(rf"^def {name}\(", source, re.MULTILINE), f"{row}: {path}::{name}"
+
+
+def test_every_limit_row_is_held_at_its_boundary_by_a_named_test() -> None:
+    """Each row names the tests that hold it at its boundary and just past it."""
+    assert_every_row_names_existing_tests(LIMITS, LIMIT_TESTS)
+
+
+# Where each flag of the "Flags of `serve`" table is exercised with a value written as a
+# literal: a number held at its boundary and just past it (a time, within its documented
+# check and a margin), a choice shown with the effect of each documented value.
+MUTATE_HTTP = "tests/service/test_mutate_http.py"
+VALIDATE_HTTP = "tests/service/test_validate_http.py"
+BAD_INPUT = "tests/service/test_bad_input.py"
+USAGE = "tests/commands/test_usage_errors.py"
+TLS = "tests/service/test_tls.py"
+SERVICE_ENDPOINTS = "tests/service/test_service_endpoints.py"
+DUPLICATES = "tests/service/test_duplicate_selectors.py"
+IMPACT = "tests/service/test_impact_http.py"
+COVERAGE = "tests/service/test_coverage_metrics.py"
+LOGS = "tests/service/test_logs.py"
+REVIEW_LOG = "tests/service/test_review_log.py"
+LIVE = "tests/live_cluster/test_kube_state.py"
+FLAG_TESTS: dict[str, list[tuple[str, str]]] = {
+    "`--state`": [
+        (MUTATE_HTTP, "test_policies_changed_on_disk_change_the_next_decision"),
+        (LIVE, "test_relists_after_410_gone_and_applies_what_changed_meanwhile"),
+        (USAGE, "test_missing_state_directory")],
+    "`--kubeconfig`": [
+        (LIVE, "test_state_kube_outside_a_cluster_needs_a_kubeconfig"),
+        (LIVE, "test_state_kube_with_a_missing_kubeconfig_names_it"),
+        (LIVE, "test_resumes_from_the_last_resource_version_after_a_dropped_connection"),
+        ("tests/cluster/test_credentials.py", "test_a_wrong_token_is_never_ready")],
+    "`--precedence`": [
+        (MUTATE_HTTP, "test_sample_migration_is_stamped_with_its_policy"),
+        (MUTATE_HTTP, "test_kubevirt_precedence_flag")],
+    "`--annotation-prefix`": [
+        (MUTATE_HTTP, "test_sample_migration_is_stamped_with_its_policy"),
+        (MUTATE_HTTP, "test_missing_namespace_and_experimental_and_prefix")],
+    "`--feature-gates`": [
+        (FLAGGED, "test_a_gated_field_is_accepted_with_its_gate_and_refused_without"),
+        (FLAGGED, "test_without_feature_gates_every_gated_field_is_refused"),
+        (USAGE, "test_unknown_feature_gate_without_pydantic_words")],
+    "`--deny-duplicate-selectors`": [
+        (DUPLICATES, "test_equal_selectors_warn_and_name_the_winner"),
+        (DUPLICATES, "test_deny_duplicate_selectors_flag")],
+    "`--tls-cert-file`, `--tls-private-key-file`": [
+        (TLS, "test_generated_ca_verifies_the_server_for_its_names"),
+        (TLS, "test_rewritten_files_are_served_to_new_connections"),
+        (TLS, "test_reload_waits_for_a_matching_pair_and_keeps_the_old_certificate_meanwhile"),
+        (FLAGGED, "test_the_new_serial_is_logged_after_a_rotation"),
+        (USAGE, "test_missing_tls_files_are_named")],
+    "`--client-ca-file`": [
+        (TLS, "test_a_client_certificate_signed_by_the_client_ca_is_accepted"),
+        (TLS, "test_without_a_client_certificate_the_connection_is_refused"),
+        (TLS, "test_a_client_certificate_from_another_ca_is_refused"),
+        (TLS, "test_a_changed_client_ca_file_is_reloaded"),
+        (USAGE, "test_missing_client_ca_is_named")],
+    "`--host`, `--port`": [
+        (SERVICE_ENDPOINTS, "test_every_address_means_ipv4_and_ipv6"),
+        (USAGE, "test_port_in_use_says_what_to_do")],
+    "`--max-body-bytes`": [
+        (HERE, "test_a_body_of_8_mib_is_read_and_one_byte_more_gets_413"),
+        (FLAGGED, "test_a_max_body_bytes_of_1_mib_reads_1_mib_and_refuses_one_byte_more"),
+        (FLAGGED, "test_a_chunked_body_is_counted_against_a_max_body_bytes_of_1_mib")],
+    "`--enforcement`": [
+        (VALIDATE_HTTP, "test_all_problems_in_one_answer"),
+        (HERE, "test_64_warnings_in_an_answer_then_one_saying_how_many_more"),
+        ("tests/service/test_metrics.py",
+         "test_an_invalid_policy_admitted_in_warn_mode_counts_as_warned"),
+        (IMPACT, "test_enforcement_warn_still_gives_the_impact_of_an_invalid_policy")],
+    "`--health-probe-bind-address`, `--metrics-bind-address`": [
+        (SERVICE_ENDPOINTS, "test_probes_are_served_over_plain_http"),
+        (SERVICE_ENDPOINTS, "test_metrics_are_served_over_plain_http_on_every_address"),
+        (SERVICE_ENDPOINTS, "test_a_taken_probe_port_is_a_usage_error_naming_the_flag")],
+    "`--logging-format`": [
+        (REVIEW_LOG, "test_every_answer_is_one_line_with_its_fields"),
+        (LOGS, "test_serve_logs_json_lines_from_start_to_stop")],
+    "`--log-level`": [
+        ("tests/service/test_disconnects.py",
+         "test_a_client_hanging_up_is_counted_and_logged_once_at_debug"),
+        (CONNECTIONS, "test_the_defaults_are_120_s_keep_alive_and_10_s_read"),
+        (LOGS, "test_serve_log_level_warning_hides_the_startup_lines"),
+        (FLAGGED, "test_log_level_warning_logs_warnings_and_error_only_errors")],
+    "`--request-read-timeout`": [
+        (CONNECTIONS, "test_headers_sent_slowly_are_cut_at_the_read_deadline"),
+        (CONNECTIONS, "test_a_half_sent_body_is_cut_without_an_answer"),
+        (CONNECTIONS, "test_a_connection_that_sends_nothing_is_cut"),
+        (CONNECTIONS, "test_the_defaults_are_120_s_keep_alive_and_10_s_read"),
+        (EDGE, "test_partial_headers_are_cut_at_the_read_deadline_not_before")],
+    "`--keep-alive-timeout`": [
+        (CONNECTIONS, "test_an_idle_connection_is_kept_for_the_keep_alive_timeout"),
+        (CONNECTIONS, "test_the_defaults_are_120_s_keep_alive_and_10_s_read"),
+        (EDGE, "test_an_idle_connection_is_closed_at_the_keep_alive_timeout_not_before")],
+    "`--max-connections`, `--max-concurrent-requests`": [
+        (CONNECTIONS, "test_connections_beyond_max_connections_get_503"),
+        (CONNECTIONS, "test_requests_beyond_max_concurrent_requests_get_503"),
+        (EDGE, "test_a_connection_beyond_the_cap_is_answered_503_and_closed"),
+        (EDGE, "test_beyond_max_concurrent_requests_is_503_bodies_being_received_included")],
+    "`--shutdown-grace-period`": [
+        (SHUTDOWN, "test_sigterm_answers_in_flight_requests_and_closes_the_rest"),
+        (SHUTDOWN, "test_a_stalled_request_is_cut_at_the_end_of_the_grace_period"),
+        (SHUTDOWN, "test_with_the_defaults_a_slow_client_does_not_hold_the_exit_past_15_s")],
+    "`--watch-idle-timeout`": [
+        ("tests/live_cluster/test_kube_state_recovery.py",
+         "test_a_silent_watch_is_resumed_within_the_idle_timeout")],
+    "`--max-staleness`": [
+        ("tests/live_cluster/test_kube_state_freshness.py",
+         "test_a_cache_the_api_has_not_confirmed_for_too_long_is_said_to_be_stale")],
+    "`--impact-warnings`": [
+        (IMPACT, "test_the_sample_policy_on_create_gets_its_impact_last"),
+        (IMPACT, "test_impact_warnings_false_gives_none")],
+    "`--coverage-interval`": [
+        (IMPACT, "test_a_new_vmi_in_the_state_directory_shows_in_the_impact"),
+        (COVERAGE, "test_a_vmi_and_a_policy_changed_in_the_directory_show_after_a_pass"),
+        (FLAGGED, "test_no_coverage_pass_runs_before_the_coverage_interval_is_over")],
+    "`--per-policy-metrics`": [
+        (COVERAGE, "test_per_policy_figures_are_what_coverage_prints"),
+        (COVERAGE, "test_without_per_policy_metrics_only_the_statuses_are_left")],
+}
+
+
+def test_every_flag_row_is_exercised_by_a_named_test() -> None:
+    assert_every_row_names_existing_tests(FLAGS, FLAG_TESTS)
+
+
+# The "Endpoints:" paragraph under the flags table, and what "Bad input" says of the rest.
+ENDPOINTS = ("POST /validate-migrationpolicy", "POST /mutate-virtualmachineinstancemigration",
+             "GET /healthz", "GET /readyz", "GET /metrics")
+READY = ("503 until the cluster state has synced and the first coverage pass has made its "
+         "view of the VMIs, and from the moment SIGTERM arrives")
+ELSE = "a wrong path or method gets 404 or 405 listing the endpoints"
+ENDPOINT_TESTS: dict[str, list[tuple[str, str]]] = {
+    "POST /validate-migrationpolicy": [
+        (VALIDATE_HTTP, "test_sample_review"),
+        (VALIDATE_HTTP, "test_all_problems_in_one_answer")],
+    "POST /mutate-virtualmachineinstancemigration": [
+        (MUTATE_HTTP, "test_sample_migration_is_stamped_with_its_policy"),
+        (MUTATE_HTTP, "test_stale_owned_annotations_are_removed")],
+    "GET /healthz": [
+        (SERVICE_ENDPOINTS, "test_health_and_readiness"),
+        (SERVICE_ENDPOINTS, "test_probes_are_served_over_plain_http")],
+    "GET /readyz": [
+        (SERVICE_ENDPOINTS, "test_health_and_readiness"),
+        (HERE,
+         "test_readyz_is_503_until_the_first_coverage_pass_and_from_shutdown"),
+        (SHUTDOWN, "test_sigterm_answers_in_flight_requests_and_closes_the_rest"),
+        ("tests/cluster/test_kube_state_permissions.py",
+         "test_not_ready_until_every_kind_has_listed")],
+    "GET /metrics": [
+        ("tests/service/test_metrics_doc.py", "test_a_documented_series_is_served_as_documented"),
+        ("tests/service/test_metrics_doc.py", "test_nothing_else_is_served")],
+    ELSE: [
+        (HERE, "test_a_path_not_served_gets_404_listing_the_endpoints"),
+        (HERE, "test_a_method_not_served_gets_405_listing_the_endpoints"),
+        (USAGE, "test_wrong_path_or_method_lists_the_endpoints"),
+        (BAD_INPUT, "test_other_methods")],
+}
+
+
+def endpoints_paragraph() -> str:
+    """The README's "Endpoints:" paragraph, whitespace collapsed."""
+    paragraph = README.split("\nEndpoints: ", 1)[1].split("\n\n", 1)[0]
+    return " ".join(paragraph.split())
+
+
+def test_every_endpoint_of_the_readme_is_pinned() -> None:
+    """An endpoint added to (or dropped from) the README's paragraph without a test here."""
+    listed = re.findall(r"`((?:GET|POST|PUT|PATCH|DELETE|HEAD) /[^`]*)`",
+                        endpoints_paragraph())
+    assert listed == list(ENDPOINTS)
+    assert f"`GET /readyz` ({READY})" in endpoints_paragraph()
+    bad_input = README.split("\n### Bad input\n", 1)[1].split("\n## ", 1)[0]
+    assert ELSE in " ".join(bad_input.split())
+
+
+def test_every_endpoint_is_held_by_a_named_test() -> None:
+    assert_every_row_names_existing_tests([*ENDPOINTS, ELSE], ENDPOINT_TESTS)
 
 
 # At the limit and just past it, on the real service over TLS.
@@ -487,3 +669,76 @@ def test_a_patch_of_128_kib_is_sent_and_one_longer_is_not(client: httpx.Client) 
     assert past["warnings"][-1] == (
         "no migration policy applied: the patch would take 7 operations, 131076 bytes: "
         "remove stale annotations first")
+
+
+# The endpoints: what is not one of them, and readiness.
+
+LISTED = ("POST /validate-migrationpolicy, POST /mutate-virtualmachineinstancemigration, "
+          "GET /healthz, GET /readyz, GET /metrics")
+"""The README's endpoints as the service's 404 and 405 list them, in the README's order."""
+
+
+def test_the_refusals_list_the_readme_s_endpoints() -> None:
+    assert ", ".join(ENDPOINTS) == LISTED
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", "/"), ("POST", "/validate"), ("POST", "/validate-migrationpolicy/"),
+    ("GET", "/healthz/"), ("GET", "/metrics/x"), ("PUT", "/mutate")])
+def test_a_path_not_served_gets_404_listing_the_endpoints(
+        client: httpx.Client, method: str, path: str) -> None:
+    """Catches a path matched by its prefix or with a trailing slash (redirected), and a
+    404 in the framework's words (`Not Found`) that says nothing of what is served."""
+    answer = client.request(method, path, content=b"{}")
+    assert answer.status_code == 404
+    assert answer.json() == {"error": f"no such path {path}: {LISTED}"}
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    (method, path) for path in (VALIDATE, MUTATE) for method in ("GET", "PUT", "DELETE")
+] + [("POST", path) for path in ("/healthz", "/readyz", "/metrics")])
+def test_a_method_not_served_gets_405_listing_the_endpoints(
+        client: httpx.Client, method: str, path: str) -> None:
+    """A webhook takes only POST (and says `Allow: POST`); the probes and metrics only GET.
+    Catches a webhook that judges a GET, a probe answering any method, and a 405 that lists
+    no endpoint."""
+    answer = client.request(method, path, content=b"{}")
+    assert answer.status_code == 405
+    if path in (VALIDATE, MUTATE):
+        assert answer.headers["allow"] == "POST"
+        assert answer.json() == {"error": f"only POST is allowed on {path}: {LISTED}"}
+    else:
+        assert answer.json() == {"error": f"POST is not allowed on {path}: {LISTED}"}
+
+
+def test_readyz_is_503_until_the_first_coverage_pass_and_from_shutdown() -> None:
+    """README: 503 until the state has synced and the first coverage pass has made its view
+    of the VMIs, and from SIGTERM. The HTTPS app `serve` runs, built by create_service on
+    the sample cluster (a directory: synced once read), in process: on the real service
+    the first pass over the samples ends before a client could ask, so its order cannot
+    be seen there. The pass is the keeper's own (what its `run` does in a worker thread);
+    shutdown is what SIGTERM begins. Catches readiness on the state alone (impact warnings
+    would read no view), and a service still ready while it stops."""
+    state = DirectoryState(SAMPLE_CLUSTER, Precedence.DOCUMENTED)
+    running = create_service(Settings(), state)
+
+    async def probes() -> list[tuple[str, int, str]]:
+        seen = []
+        transport = httpx.ASGITransport(app=running.app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://localhost") as http:
+            async def probe(path: str) -> None:
+                answer = await http.get(path)
+                seen.append((path, answer.status_code, answer.text))
+            assert state.is_ready()
+            await probe("/readyz")
+            await probe("/healthz")
+            await asyncio.to_thread(running.coverage.refresh)
+            await probe("/readyz")
+            running.begin_shutdown()
+            await probe("/readyz")
+            await probe("/healthz")
+        return seen
+
+    assert asyncio.run(probes()) == [
+        ("/readyz", 503, "cluster state not synced yet\n"), ("/healthz", 200, "ok\n"),
+        ("/readyz", 200, "ok\n"), ("/readyz", 503, "shutting down\n"), ("/healthz", 200, "ok\n")]
