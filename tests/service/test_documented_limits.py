@@ -6,6 +6,11 @@ hold it at its boundary and just past it (`LIMIT_TESTS`): here, in
 tests/service/test_documented_flags.py (non-default flags), tests/unit/
 test_documented_boundaries.py (in process, fake clocks), or a test that already did so with
 the figures written out (tests/unit/test_edge.py, test_connections.py, test_shutdown.py).
+Likewise each row of the flags table names the tests that exercise the flag with values
+written out (`FLAG_TESTS`: a number at its boundary and just past it, a choice with the
+effect of each documented value), and each endpoint of the README's "Endpoints:" paragraph,
+and what "Bad input" says a wrong path or method gets, the tests that hold it
+(`ENDPOINT_TESTS`); one checker fails a row without a test or a named test that is gone.
 
 A change to a limit must so change three places that agree: the code, the README, and here.
 """
@@ -349,6 +354,7 @@ FLAG_TESTS: dict[str, list[tuple[str, str]]] = {
         (USAGE, "test_missing_client_ca_is_named")],
     "`--host`, `--port`": [
         (SERVICE_ENDPOINTS, "test_every_address_means_ipv4_and_ipv6"),
+        (FLAGGED, "test_host_0_0_0_0_listens_on_ipv4_alone"),
         (USAGE, "test_port_in_use_says_what_to_do")],
     "`--max-body-bytes`": [
         (HERE, "test_a_body_of_8_mib_is_read_and_one_byte_more_gets_413"),
