@@ -237,8 +237,8 @@ class Quantity:
                        else "(in quotes), as you wrote it")
             ctx.findings.add(
                 CauseType.INVALID, path,
-                f"{quote(value)} is out of range for a JSON number: "
-                f"write it as a string {written}",
+                f"{quote(value)} is too large for a number here (at most "
+                f"{INT64_MAX}): write it as a string {written}",
             )
             return
         hint = ""
@@ -284,6 +284,8 @@ class Enum:
 
 
 def _not_a_string(what: str, key: str, value: Any) -> str:
+    if isinstance(value, dict | list):  # nothing to quote: one string belongs there
+        return f"{what} values must be strings, got {describe(value)}: give one string"
     shown = quote(value)
     quoted = shown if shown.startswith('"') else f'"{shown}"'  # a YAML date is quoted already
     return (f"{what} values must be strings, got {describe(value)}: "

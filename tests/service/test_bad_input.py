@@ -385,8 +385,9 @@ def expected_answer(field: str, value: Any) -> Expected:
         if isinstance(value, str):
             return refused("FieldValueInvalid", f"{as_json(value)} {NOT_A_QUANTITY}")
         if isinstance(value, float) and abs(value) >= 2**63:
-            return refused("FieldValueInvalid", f"{as_json(value)} is out of range for a JSON "
-                           "number: write it as a string (in quotes), as you wrote it")
+            return refused("FieldValueInvalid", f"{as_json(value)} is too large for a number "
+                           "here (at most 9223372036854775807): write it as a string (in "
+                           "quotes), as you wrote it")
         hint = f' (write it as a string: "{as_json(value)}")' if isinstance(value, float) else ""
         return refused("FieldValueTypeInvalid", 'must be a quantity string such as "64Mi" or '
                        f"a whole number, got {described(value)}{hint}")
@@ -402,8 +403,9 @@ def expected_answer(field: str, value: Any) -> Expected:
             return refused("FieldValueTypeInvalid", "must be a map of label keys to string "
                            f"values, got {described(value)}")
         causes: list[Cause] = [
-            ("FieldValueTypeInvalid", f"{path}[{key}]", f"label values must be strings, got "
-             f'{described(label)}: quote it in YAML ({key}: "{described(label)}")')
+            ("FieldValueTypeInvalid", f"{path}[{key}]", "label values must be strings, got "
+             + (f"{described(label)}: give one string" if isinstance(label, dict | list) else
+                f'{described(label)}: quote it in YAML ({key}: "{described(label)}")'))
             for key, label in value.items() if not isinstance(label, str)]
         return (False, causes) if causes else ADMITTED
     fields, gate = OBJECTS[field]

@@ -363,10 +363,11 @@ RANGE_CASES = [
     ("maxdowntime-1e400", "maxDowntimeMs", OutOfRangeNumber("1E+999"), STALL,
      CauseType.INVALID, ["1E+999 is out of range: use a whole number of milliseconds"]),
     ("bandwidth-1e400", "bandwidthPerMigration", OutOfRangeNumber("1e400"), frozenset(),
-     CauseType.INVALID, ['1e400 is out of range for a JSON number: write it as a string '
-                         '("1e400")']),
+     CauseType.INVALID, ['1e400 is too large for a number here (at most '
+                         '9223372036854775807): write it as a string ("1e400")']),
     ("bandwidth-huge-integer", "bandwidthPerMigration", HUGE, frozenset(), CauseType.INVALID,
-     ["is out of range for a JSON number: write it as a string"]),
+     ["is too large for a number here (at most 9223372036854775807): write it as a "
+      "string"]),
     ("autoconverge-1e400", "allowAutoConverge", OutOfRangeNumber("1e400"), frozenset(),
      CauseType.TYPE_INVALID, ["must be true or false, got the number 1e400"]),
     ("long-literal", "completionTimeoutPerGiB", OutOfRangeNumber("9" * 5000 + "e9"),
