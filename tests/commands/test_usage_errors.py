@@ -1,7 +1,6 @@
 """Mistakes a newcomer makes get a message that names the problem, never a traceback."""
 
 import datetime
-import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -16,6 +15,7 @@ from cryptography.x509.oid import NameOID
 from app.serving.certificates import load_certificate
 from app.serving.tls import ensure_dev_certificates, openssl_serial
 from tests.support.service import REPO, RunningService, free_port, run_cli
+from tests.support.tools import openssl_binary
 
 
 def serve(*args: str) -> subprocess.CompletedProcess[str]:
@@ -118,9 +118,7 @@ def test_lint_a_directory_lints_its_manifests() -> None:
 
 def openssl_prints_serial(cert_file: Path) -> str:
     """What `openssl x509 -serial` prints for `cert_file` (it must run: openssl is needed)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: nothing to compare the logged serial with")
-    openssl = subprocess.run(["openssl", "x509", "-noout", "-serial", "-in", str(cert_file)],
+    openssl = subprocess.run([openssl_binary(), "x509", "-noout", "-serial", "-in", str(cert_file)],
                              capture_output=True, text=True)
     assert openssl.returncode == 0, openssl.stderr
     return openssl.stdout.strip()
