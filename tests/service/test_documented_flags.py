@@ -38,7 +38,7 @@ from tests.support.reviews import MUTATE, VALIDATE, post_review, sample_review
 from tests.support.service import (
     SAMPLE_CLUSTER,
     RunningService,
-    run_cli,
+    make_certs,
     running_service,
     start_service,
     stop_service,
@@ -248,13 +248,6 @@ def test_an_explicit_allow_workload_disruption_is_stamped_as_set_not_as_allow_po
 
 
 # --tls-cert-file: a rotation is logged with the new serial.
-
-def make_certs(out: Path, *extra: str) -> Path:
-    """`certs --out OUT` with `localhost` and 127.0.0.1, which the test connects to."""
-    result = run_cli("certs", "--out", str(out), "--dns-name", "localhost",
-                     "--ip-address", "127.0.0.1", *extra)
-    assert result.returncode == 0, result.stderr
-    return out
 
 
 def openssl(cert: Path, field: str) -> str:

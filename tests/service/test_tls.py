@@ -22,19 +22,17 @@ import pytest
 
 from app.serving.certificates import KeyType, load_certificate, make_ca, make_client_certificate
 from app.serving.tls import ReloadingTLS, ServingFiles
-from tests.support.service import RunningService, run_cli, start_service, stop_service
+from tests.support.service import (
+    RunningService,
+    make_certs,
+    start_service,
+    stop_service,
+)
 from tests.support.tools import openssl_binary
 
 SERVICE_NAME = "migration-policy-webhook.migration-policy-webhook.svc"
 RELOAD_DEADLINE = 30.0
 
-
-def make_certs(out: Path, *extra: str) -> Path:
-    """`certs --out OUT` with `localhost` and 127.0.0.1 added, as a test connects to them."""
-    result = run_cli("certs", "--out", str(out), "--dns-name", "localhost",
-                     "--ip-address", "127.0.0.1", *extra)
-    assert result.returncode == 0, result.stderr
-    return out
 
 
 def renew_with_same_ca(ca_dir: Path, out: Path) -> Path:

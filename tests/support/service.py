@@ -137,3 +137,11 @@ def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     """Run `python -m app ARGS` as a user runs the console script."""
     return subprocess.run([sys.executable, "-m", "app", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=60)
+
+
+def make_certs(out: Path, *extra: str) -> Path:
+    """`certs --out OUT` with `localhost` and 127.0.0.1 added, as a test connects to them."""
+    result = run_cli("certs", "--out", str(out), "--dns-name", "localhost",
+                     "--ip-address", "127.0.0.1", *extra)
+    assert result.returncode == 0, result.stderr
+    return out
