@@ -35,6 +35,7 @@ from app.state.files import DirectoryState
 from tests.support.raw_clients import (
     bodies_refused_past,
     get,
+    read_until,
     request_head,
     tls_connect,
 )
@@ -481,12 +482,7 @@ def status_of(service: RunningService, head: bytes) -> int:
     """The status the service answers `head` (a GET's request line and headers) with."""
     with tls_connect(service.port, service.ca_file) as sock:
         sock.sendall(head)
-        reply = b""
-        while b"\r\n" not in reply:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
+        reply = read_until(sock, b"\r\n")
     return int(reply.split(b" ", 2)[1])
 
 

@@ -51,6 +51,17 @@ def read_response(sock: socket.socket) -> Answer:
     return Answer(response.status, response.headers, response.read())
 
 
+def read_until(sock: socket.socket, end: bytes) -> bytes:
+    """What `sock` sends until `end` has arrived, or the connection ends."""
+    reply = b""
+    while end not in reply:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        reply += chunk
+    return reply
+
+
 def get(sock: socket.socket, path: str = "/healthz") -> Answer:
     sock.sendall(request_head(path))
     return read_response(sock)
@@ -144,12 +155,7 @@ def hold_body(service: RunningService, size: int) -> ssl.SSLSocket:
     sock.sendall(request_head(VALIDATE, method="POST", headers={
         "Content-Type": "application/json", "Content-Length": str(size),
         "Expect": "100-continue"}))
-    reply = b""
-    while b"\r\n\r\n" not in reply:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        reply += chunk
+    reply = read_until(sock, b"\r\n\r\n")
     if not reply.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"):
         sock.close()
         raise AssertionError(f"a body of {size} bytes was not taken in: {reply!r}")
