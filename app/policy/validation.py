@@ -128,10 +128,9 @@ def check_policy(
     and `audit`. `obj` may be any JSON value: what is not an object is refused as a whole.
     The webhook passes `parse=False`: it needs the findings and the selectors (for the
     impact warning), and building the settings would cost every review time for nothing.
-    A policy of the common valid shape
-    (`app.policy.common_shape`) is recognised in one pass; any other is walked field by
-    field (`schema_findings`). Either way, a valid policy is then compared with the others'
-    selectors.
+    A policy of the common valid shape (`app.policy.common_shape`) is recognised in one
+    pass; any other is walked field by field (`schema_findings`). Either way, a valid
+    policy is then compared with the others' selectors.
     """
     shape = common_shape(obj)
     findings = schema_findings(obj, feature_gates, old) if shape is None else _warnings(shape)
