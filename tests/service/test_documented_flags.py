@@ -34,7 +34,7 @@ from tests.support.raw_clients import (
     refusal_of_body,
     tls_connect,
 )
-from tests.support.reviews import MUTATE, VALIDATE, post_review, sample_review
+from tests.support.reviews import MUTATE, VALIDATE, post_review, review_of_size, sample_review
 from tests.support.service import (
     SAMPLE_CLUSTER,
     RunningService,
@@ -50,14 +50,6 @@ POLICY = sample_review("policy-valid-example.json")
 DEADLINE = 30.0
 """How long a test waits for what the service does on its own (a reload): generous, for a
 loaded machine; the wait ends as soon as it is seen."""
-
-
-def review_of_size(size: int) -> bytes:
-    """The sample policy's review, padded (a field no reader looks at) to `size` bytes."""
-    bare = orjson.dumps({**POLICY, "pad": ""})
-    body = orjson.dumps({**POLICY, "pad": "p" * (size - len(bare))})
-    assert len(body) == size
-    return body
 
 
 # --max-body-bytes 1 MiB: the body limit moves, the body budget stays 32 MiB.
@@ -200,15 +192,21 @@ def test_without_feature_gates_every_gated_field_is_refused(
 
 # allowWorkloadDisruption set explicitly: stamped as set, not as allowPostCopy.
 
-def stamp(client: httpx.Client, name: str) -> dict[str, str]:
-    """The annotations a sample migration has once its patch is applied."""
+def stamped(client: httpx.Client, name: str = "migration-db-vmi.json") -> dict[str, str]:
+    """The annotations a sample migration has once its patch is applied, without the
+    prefix."""
     review = sample_review(name)
     response = post_review(client, MUTATE, review, allowed=True)
     patch = orjson.loads(base64.b64decode(response["patch"]))
     patched = jsonpatch.apply_patch(review["request"]["object"], patch)
     annotations: dict[str, str] = patched["metadata"]["annotations"]
     return {key.removeprefix("migrations.kubevirt.io/"): value
-            for key, value in annotations.items()
+            for key, value in annotations.items()}
+
+
+def stamp(client: httpx.Client, name: str) -> dict[str, str]:
+    """The two post-copy annotations `stamped` gives."""
+    return {key: value for key, value in stamped(client, name).items()
             if key.endswith(("allowPostCopy", "allowWorkloadDisruption"))}
 
 
@@ -366,16 +364,6 @@ def governed(http: httpx.Client) -> dict[str, float]:
             if name == METRICS_PREFIX + "policy_governed_vmis"}
 
 
-def stamped_db_vmi(http: httpx.Client) -> dict[str, str]:
-    """The annotations the db-vmi migration is stamped with."""
-    review = sample_review("migration-db-vmi.json")
-    response = post_review(http, MUTATE, review, allowed=True)
-    patch = orjson.loads(base64.b64decode(response["patch"]))
-    patched = jsonpatch.apply_patch(review["request"]["object"], patch)
-    return {key.removeprefix("migrations.kubevirt.io/"): value
-            for key, value in patched["metadata"]["annotations"].items()}
-
-
 def test_no_coverage_pass_runs_before_the_coverage_interval_is_over(tmp_path: Path) -> None:
     """With `--coverage-interval 3600`, the pass at start is the only one: the state is
     changed (the example policy's file gone, a policy for every db VMI added), the next
@@ -393,10 +381,10 @@ def test_no_coverage_pass_runs_before_the_coverage_interval_is_over(tmp_path: Pa
         assert "my-awesome-policy" in before and "db-everywhere" not in before
         (state / "extra.yaml").write_text(DB_EVERYWHERE.format(bandwidth="2Gi"))
         (state / "policies.yaml").unlink()
-        until(lambda: stamped_db_vmi(http).get("policy") == "db-everywhere",
+        until(lambda: stamped(http).get("policy") == "db-everywhere",
               "the new policy to decide")
         (state / "extra.yaml").write_text(DB_EVERYWHERE.format(bandwidth="3Gi"))
-        until(lambda: stamped_db_vmi(http).get("bandwidthPerMigration") == "3Gi",
+        until(lambda: stamped(http).get("bandwidthPerMigration") == "3Gi",
               "the second change to decide")
         assert governed(http) == before
 

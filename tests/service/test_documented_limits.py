@@ -39,11 +39,10 @@ from tests.support.raw_clients import (
     request_head,
     tls_connect,
 )
-from tests.support.reviews import sample_review
+from tests.support.reviews import MUTATE, VALIDATE, sample_review
 from tests.support.service import REPO, SAMPLE_CLUSTER, RunningService, running_service
 
 README = (REPO / "README.md").read_text()
-VALIDATE = "/validate-migrationpolicy"
 KIB = 1024
 MIB = 1024 * KIB
 
@@ -198,14 +197,28 @@ def test_the_flagged_limits_are_the_settings_defaults() -> None:
     assert settings.shutdown_grace_period == 15.0
 
 
-# Where each row is held at its boundary and just past it, with the figure written as a
-# literal: here, or in the test that already does (not repeated here).
+# The test files that LIMIT_TESTS, FLAG_TESTS and ENDPOINT_TESTS name more than once.
 HERE = "tests/service/test_documented_limits.py"
 FLAGGED = "tests/service/test_documented_flags.py"
 IN_PROCESS = "tests/unit/test_documented_boundaries.py"
 EDGE = "tests/unit/test_edge.py"
 CONNECTIONS = "tests/service/test_connections.py"
 SHUTDOWN = "tests/service/test_shutdown.py"
+MUTATE_HTTP = "tests/service/test_mutate_http.py"
+VALIDATE_HTTP = "tests/service/test_validate_http.py"
+BAD_INPUT = "tests/service/test_bad_input.py"
+USAGE = "tests/commands/test_usage_errors.py"
+TLS = "tests/service/test_tls.py"
+SERVICE_ENDPOINTS = "tests/service/test_service_endpoints.py"
+DUPLICATES = "tests/service/test_duplicate_selectors.py"
+IMPACT = "tests/service/test_impact_http.py"
+COVERAGE = "tests/service/test_coverage_metrics.py"
+LOGS = "tests/service/test_logs.py"
+REVIEW_LOG = "tests/service/test_review_log.py"
+LIVE = "tests/live_cluster/test_kube_state.py"
+
+# Where each row is held at its boundary and just past it, with the figure written as a
+# literal: here, or in the test that already does (not repeated here).
 LIMIT_TESTS: dict[str, list[tuple[str, str]]] = {
     "request body": [
         (HERE, "test_a_body_of_8_mib_is_read_and_one_byte_more_gets_413"),
@@ -306,18 +319,6 @@ def test_every_limit_row_is_held_at_its_boundary_by_a_named_test() -> None:
 # Where each flag of the "Flags of `serve`" table is exercised with a value written as a
 # literal: a number held at its boundary and just past it (a time, within its documented
 # check and a margin), a choice shown with the effect of each documented value.
-MUTATE_HTTP = "tests/service/test_mutate_http.py"
-VALIDATE_HTTP = "tests/service/test_validate_http.py"
-BAD_INPUT = "tests/service/test_bad_input.py"
-USAGE = "tests/commands/test_usage_errors.py"
-TLS = "tests/service/test_tls.py"
-SERVICE_ENDPOINTS = "tests/service/test_service_endpoints.py"
-DUPLICATES = "tests/service/test_duplicate_selectors.py"
-IMPACT = "tests/service/test_impact_http.py"
-COVERAGE = "tests/service/test_coverage_metrics.py"
-LOGS = "tests/service/test_logs.py"
-REVIEW_LOG = "tests/service/test_review_log.py"
-LIVE = "tests/live_cluster/test_kube_state.py"
 FLAG_TESTS: dict[str, list[tuple[str, str]]] = {
     "`--state`": [
         (MUTATE_HTTP, "test_policies_changed_on_disk_change_the_next_decision"),
@@ -637,7 +638,6 @@ def test_bodies_of_32_mib_are_received_at_once_and_one_byte_more_gets_503(
 
 # The JSONPatch of a migration: 128 KiB.
 
-MUTATE = "/mutate-virtualmachineinstancemigration"
 MIGRATION = sample_review("migration-db-vmi.json")
 STALE = "migrations.kubevirt.io/stale-"
 

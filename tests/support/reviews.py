@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import httpx
+import orjson
 
 from tests.support.service import SAMPLE_REVIEWS
 
@@ -23,6 +24,15 @@ def sample_review(name: str) -> Review:
     """A review from samples/reviews/, e.g. `policy-valid-example.json` (a fresh copy)."""
     review: Review = json.loads((SAMPLE_REVIEWS / name).read_text())
     return review
+
+
+def review_of_size(size: int) -> bytes:
+    """The sample policy's review, padded (a field no reader looks at) to `size` bytes."""
+    policy = sample_review("policy-valid-example.json")
+    bare = orjson.dumps({**policy, "pad": ""})
+    body = orjson.dumps({**policy, "pad": "p" * (size - len(bare))})
+    assert len(body) == size
+    return body
 
 
 def migration_review(namespace_name: str, vmi_name: str) -> Review:

@@ -26,7 +26,7 @@ from app.settings import Settings
 from app.state import LookupFailed
 from app.state.files import DirectoryState
 from app.state.lookups import DirectLookups
-from tests.support.reviews import sample_review
+from tests.support.reviews import review_of_size, sample_review
 from tests.support.service import SAMPLE_CLUSTER
 
 KIB = 1024
@@ -175,14 +175,6 @@ class CountingExecutor(ThreadPoolExecutor):
 
 
 POLICY_REVIEW = sample_review("policy-valid-example.json")
-
-
-def review_of_size(size: int) -> bytes:
-    """The sample policy's review, padded (a field no reader looks at) to `size` bytes."""
-    bare = orjson.dumps({**POLICY_REVIEW, "pad": ""})
-    body = orjson.dumps({**POLICY_REVIEW, "pad": "p" * (size - len(bare))})
-    assert len(body) == size
-    return body
 
 
 @pytest.fixture(scope="module")
