@@ -77,8 +77,10 @@ def text_value(text: str) -> str:
     """A string field's value as one `key=value` token (`field_value` of a str)."""
     if _PLAIN_TOKEN(text):  # the common case, a name or a uid: one regex match, no copy
         return text
+    if not text:  # a cluster-scoped object's namespace: every policy's
+        return '""'
     text = escape(text)
-    if not text or any(char in text for char in ' "='):
+    if any(char in text for char in ' "='):
         return '"' + text.replace('"', '\\"') + '"'
     return text
 

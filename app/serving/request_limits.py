@@ -16,7 +16,7 @@ It tells the request's connection (app/serving/edge.py) when the app is done wit
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import NamedTuple
@@ -134,7 +134,7 @@ class RequestLimits:
                     connection.request_finished()
             return
         self.in_progress += 1
-        answer = _Answer(send, self.date.now(), self.draining)
+        answer = _Answer(send, self.date.now(), self.draining, connection)
         try:
             await self.app(scope, receive, answer.send)
         except Exception:
@@ -172,24 +172,31 @@ class RequestLimits:
 
 class _Answer:
     """The app's `send`, with the date (and `connection: close` once the listener is
-    draining) added."""
+    draining) added, and the connection told that an answer has begun.
 
-    __slots__ = ("_date", "_draining", "_send", "started")
+    `send` returns the awaitable of the server's own `send` rather than awaiting it in a
+    coroutine of its own: one frame less on every message of every answer."""
 
-    def __init__(self, send: Send, date: bytes, draining: Callable[[], bool]) -> None:
+    __slots__ = ("_connection", "_date", "_draining", "_send", "started")
+
+    def __init__(self, send: Send, date: bytes, draining: Callable[[], bool],
+                 connection: EdgeConnection | None) -> None:
         self._send = send
         self._date = date
         self._draining = draining
+        self._connection = connection
         self.started = False
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
         if message["type"] == "http.response.start":
             self.started = True
             headers = [(b"date", self._date), *message.get("headers", ())]
             if self._draining():
                 headers.append(CLOSE)
             message = {**message, "headers": headers}
-        await self._send(message)
+            if self._connection is not None:
+                self._connection.answer_begun()
+        return self._send(message)
 
 
 def _peer(scope: Scope) -> str:

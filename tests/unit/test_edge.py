@@ -43,6 +43,8 @@ class FakeTransport(asyncio.Transport):
         self.port = port
         self.finish_close = finish_close
         self.written = bytearray()
+        self.writes = 0
+        """Calls of `write` before the close: each is one TLS record on a real transport."""
         self.written_after_close = bytearray()
         self.closed = False
         self.aborted = False
@@ -54,7 +56,11 @@ class FakeTransport(asyncio.Transport):
                 "sockname": ("10.0.0.1", 8443)}.get(name, default)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        (self.written_after_close if self.is_closing() else self.written).extend(data)
+        if self.is_closing():
+            self.written_after_close.extend(data)
+        else:
+            self.written.extend(data)
+            self.writes += 1
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
@@ -363,6 +369,39 @@ def test_a_request_is_answered_and_the_connection_kept_open():
         assert response.headers.get("connection") != "close"
         assert not client.closed
         assert client.transport.reading
+    run(test)
+
+
+def test_each_answer_is_written_at_once_when_its_request_ends():
+    """uvicorn writes an answer's head and body apart; they leave in one write, before the
+    event loop's next turn (a callback scheduled for the flush would wait for one)."""
+    async def test() -> None:
+        stack = Stack(echo)
+        client = stack.connect()
+        for number in (1, 2):
+            client.send(post("/", b"{}"))
+            await asyncio.sleep(0)  # one turn: the app's task runs and ends
+            assert client.transport.writes == number
+            assert len(client.responses()) == number
+        assert [response.json()["bytes"] for response in client.responses()] == [2, 2]
+    run(test)
+
+
+def test_a_100_continue_is_written_while_the_body_is_awaited():
+    """An interim answer is not held back until the request ends: the client sends its
+    body only once it has it."""
+    async def test() -> None:
+        stack = Stack(echo)
+        client = stack.connect()
+        client.send(b"POST / HTTP/1.1\r\nhost: webhook\r\ncontent-length: 2\r\n"
+                    b"expect: 100-continue\r\n\r\n")
+        await settle()
+        assert client.transport.written == b"HTTP/1.1 100 Continue\r\n\r\n"
+        client.send(b"{}")
+        await settle()
+        final = client.transport.written[len(b"HTTP/1.1 100 Continue\r\n\r\n"):]
+        assert parse_responses(bytes(final))[0].json()["bytes"] == 2
+        assert client.transport.writes == 2
     run(test)
 
 
