@@ -6,7 +6,10 @@ import logging
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from app.serving.logs import text_value
 from app.serving.review_log import FLUSH_LINES, LOGGER, ReviewLog
 from app.settings import LoggingFormat
 
@@ -75,3 +78,11 @@ def test_nothing_is_kept_when_info_is_off():
     answer(log, "u-1")
     log.flush()
     assert stream.getvalue() == ""
+
+
+@given(st.text())
+def test_a_value_is_written_as_it_is_only_when_it_needs_neither_escape_nor_quotes(text: str):
+    """text_value's quick test for the common case agrees with the full token grammar."""
+    plain = re.fullmatch(r'[^\\\x00-\x1f\x7f-\x9f\u2028\u2029 "=]+', text) is not None
+    assert (text_value(text) == text) is plain
+    assert not any(char in text_value(text) for char in "\n\r\u2028\u2029")
