@@ -338,16 +338,8 @@ class EdgeConnection(asyncio.Protocol):
 
     # told by the request middleware
 
-    def answer_begun(self) -> None:
-        """The app has begun an answer: its bytes are held until the request is finished,
-        then written at once (one TLS record, and no turn of the event loop waited for)."""
-        if self.app_transport is not None:
-            self.app_transport.hold()
-
     def request_finished(self) -> None:
         """The app is done with one request (answered, refused, or its client gone)."""
-        if self.app_transport is not None:
-            self.app_transport.flush()
         self.with_app -= 1
         if self.is_closing():
             return
@@ -465,29 +457,22 @@ def refusal(status: HTTPStatus, message: str) -> bytes:
 class AppTransport(asyncio.Transport):
     """The transport the app's protocol is given: the connection's own, with reading
     paused while either the app or the edge wants it paused, closes seen, and writes
-    coalesced (uvicorn writes an answer's head and body apart): an answer's bytes are held
-    from its start to the end of its request and go out in one write, one TLS record;
-    anything else written (a `100 Continue`) at the end of the event loop's turn."""
+    coalesced: what the app writes in one turn of the event loop (uvicorn writes an
+    answer's head and body apart) goes out in one write, one TLS record."""
 
     def __init__(self, transport: asyncio.Transport, connection: EdgeConnection) -> None:
         super().__init__()
         self._transport = transport
         self._connection = connection
         self._pending: list[bytes | bytearray | memoryview] = []
-        self._holding = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self._pending and not self._holding:
+        if not self._pending:
             asyncio.get_running_loop().call_soon(self.flush)
         self._pending.append(data)
 
-    def hold(self) -> None:
-        """Hold what is written until the next `flush`."""
-        self._holding = True
-
     def flush(self) -> None:
         """Write what the app has written since the last flush."""
-        self._holding = False
         if self._pending:
             pending, self._pending = self._pending, []
             if not self._transport.is_closing():

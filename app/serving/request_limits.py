@@ -134,7 +134,7 @@ class RequestLimits:
                     connection.request_finished()
             return
         self.in_progress += 1
-        answer = _Answer(send, self.date.now(), self.draining, connection)
+        answer = _Answer(send, self.date.now(), self.draining)
         try:
             await self.app(scope, receive, answer.send)
         except Exception:
@@ -172,19 +172,17 @@ class RequestLimits:
 
 class _Answer:
     """The app's `send`, with the date (and `connection: close` once the listener is
-    draining) added, and the connection told that an answer has begun.
+    draining) added.
 
     `send` returns the awaitable of the server's own `send` rather than awaiting it in a
     coroutine of its own: one frame less on every message of every answer."""
 
-    __slots__ = ("_connection", "_date", "_draining", "_send", "started")
+    __slots__ = ("_date", "_draining", "_send", "started")
 
-    def __init__(self, send: Send, date: bytes, draining: Callable[[], bool],
-                 connection: EdgeConnection | None) -> None:
+    def __init__(self, send: Send, date: bytes, draining: Callable[[], bool]) -> None:
         self._send = send
         self._date = date
         self._draining = draining
-        self._connection = connection
         self.started = False
 
     def send(self, message: Message) -> Awaitable[None]:
@@ -194,8 +192,6 @@ class _Answer:
             if self._draining():
                 headers.append(CLOSE)
             message = {**message, "headers": headers}
-            if self._connection is not None:
-                self._connection.answer_begun()
         return self._send(message)
 
 
