@@ -72,9 +72,8 @@ class ClusterView:
         if not selector:
             yield from self.namespaces
             return
-        by_pair = self.by_pair
-        rarest = min([by_pair.get(f"{key}={value}", NOWHERE)  # pair_key, inline: per review
-                      for key, value in selector.items()], key=len)
+        rarest = min((self.by_pair.get(pair_key(key, value), NOWHERE)
+                      for key, value in selector.items()), key=len)
         pairs = selector.items()
         namespaces = self.namespaces
         for namespace in self.indexed[rarest.start:rarest.stop]:

@@ -81,10 +81,8 @@ def text_value(text: str) -> str:
         # backslash is unprintable): a few scans in C, no copy
     if _PLAIN_TOKEN(text):
         return text
-    if not text:  # a cluster-scoped object's namespace: every policy's
-        return '""'
     text = escape(text)
-    if any(char in text for char in ' "='):
+    if not text or any(char in text for char in ' "='):
         return '"' + text.replace('"', '\\"') + '"'
     return text
 

@@ -15,7 +15,7 @@ from app.admission.answer import Answer, answer_review
 from app.admission.handlers import Handler, is_enforcement_warning
 from app.admission.review import Decision, ReviewError
 from app.policy.annotations import POLICY_ANNOTATION
-from app.serving.asgi import Message, Receive, Scope, Send
+from app.serving.asgi import Receive, Scope, Send
 from app.serving.metrics import Metrics
 from app.serving.review_log import ReviewLog
 from app.state import WouldBlock
@@ -91,9 +91,7 @@ class ReviewEndpoint:
                 answered = self._review(body)
             except WouldBlock:  # a lookup must call the API: not on the event loop
                 answered = await asyncio.to_thread(self._review, body)
-        status, answer = self._finish(answered, started)
-        await send(_head(status, answer))
-        await send({"type": "http.response.body", "body": answer})
+        await _send(send, *self._finish(answered, started))
 
     def client_gone(self) -> None:
         """The client hung up before its whole body arrived."""
@@ -184,11 +182,10 @@ def _outcome(decision: Decision) -> str:
     return "warned" if is_enforcement_warning(decision) else "allowed"
 
 
-def _head(status: int, body: bytes) -> Message:
-    return {"type": "http.response.start", "status": status,
-            "headers": [(b"content-type", JSON), (b"content-length", b"%d" % len(body))]}
-
-
 async def _send(send: Send, status: int, body: bytes) -> None:
-    await send(_head(status, body))
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", JSON), (b"content-length", str(len(body)).encode())],
+    })
     await send({"type": "http.response.body", "body": body})
