@@ -140,9 +140,12 @@ class EdgeConnection(asyncio.Protocol):
         self.close_when_done = False
         # the request being parsed
         self.in_headers = False
-        self.url_bytes = 0
-        self.header_bytes = 0
-        self.header_count = 0
+        self.url_room = 0
+        """Bytes the URL may still take."""
+        self.header_room = 0
+        """Bytes the request line and header fields may still take."""
+        self.fields_room = 0
+        """Header fields the request may still have."""
         self.pending_header_bytes = 0
         self.body_bytes = 0
         """Body bytes the parser has reported, all requests together."""
@@ -205,7 +208,7 @@ class EdgeConnection(asyncio.Protocol):
     def _receive(self, data: bytes) -> None:
         """Parse and hand on `data`; where it holds several header sections, one at a
         time, so that no more than MAX_PIPELINED requests reach the app at once."""
-        if data.count(HEADER_END) < 2:  # the usual case: one request or part of one
+        if not two_header_ends(data):  # the usual case: one request or part of one
             if self._full():
                 self._hold(data)
             else:
@@ -289,31 +292,34 @@ class EdgeConnection(asyncio.Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
+        limits = self.limits
         self.in_headers = True
-        self.url_bytes = self.header_bytes = self.header_count = self.content_length = 0
-        self.pending_header_bytes = 0
+        self.url_room = limits.max_url_bytes
+        self.header_room = limits.max_header_bytes
+        self.fields_room = limits.max_headers
+        self.content_length = self.pending_header_bytes = 0
         self.idle_since = None
         if self.reading_since is None:
             self.reading_since = self.edge.clock()
 
     def on_url(self, url: bytes) -> None:
-        self.url_bytes += len(url)
-        if self.url_bytes > self.limits.max_url_bytes:
+        self.url_room -= len(url)
+        self.header_room -= len(url)
+        if self.url_room < 0:
             self._refuse(HTTPStatus.REQUEST_URI_TOO_LONG,
                          f"the URL is longer than {self.limits.max_url_bytes} bytes")
             raise _Refused
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        limits = self.limits
-        self.header_count += 1
-        self.header_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        self.fields_room -= 1
+        self.header_room -= len(name) + len(value) + 4  # ": " and CRLF
         if len(name) == 14 and name.lower() == b"content-length" and value.isdigit():
             self.content_length = int(value)
-        if self.header_count > limits.max_headers:
+        if self.fields_room < 0:
             self._refuse(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
-                         f"more than {limits.max_headers} header fields")
+                         f"more than {self.limits.max_headers} header fields")
             raise _Refused
-        if self.url_bytes + self.header_bytes > limits.max_header_bytes:
+        if self.header_room < 0:
             self._refuse_headers()
             raise _Refused
 
@@ -442,6 +448,15 @@ class EdgeConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.write(refusal(status, message))
         self.close()
+
+
+def two_header_ends(data: bytes) -> bool:
+    """Whether `data` holds two header section ends (`data.count(HEADER_END) >= 2`). After
+    the first, a body rarely holds a CR at all (JSON from the API server never does), and
+    looking for one byte is several times quicker than for four: a body is read once."""
+    first = data.find(HEADER_END)
+    return (first >= 0 and data.find(b"\r", first + len(HEADER_END)) >= 0
+            and data.find(HEADER_END, first + len(HEADER_END)) >= 0)
 
 
 def refusal(status: HTTPStatus, message: str) -> bytes:

@@ -17,9 +17,11 @@ from typing import Any
 import httptools
 import orjson
 import uvicorn
+from hypothesis import given
+from hypothesis import strategies as st
 from uvicorn.server import ServerState
 
-from app.serving.edge import Edge, EdgeConnection, EdgeLimits
+from app.serving.edge import HEADER_END, Edge, EdgeConnection, EdgeLimits, two_header_ends
 from app.serving.request_limits import RequestLimits
 
 READ_TIMEOUT = 10.0
@@ -421,6 +423,26 @@ def test_three_pipelined_requests_in_one_read_are_answered_in_order():
         await settle()
         assert [r.json()["path"] for r in client.responses()][-1] == "/four"
     run(test)
+
+
+def test_a_body_with_blank_lines_and_the_request_after_it_are_told_apart():
+    """A body may hold CRs and even a blank line: only the header ends the parser sees
+    separate the requests."""
+    async def test() -> None:
+        stack = Stack(echo)
+        client = stack.connect()
+        body = b'{\r\n  "a": 1\r\n\r\n}'
+        client.send(post("/one", body) + get("/two"))
+        await settle()
+        responses = client.responses()
+        assert [r.json()["path"] for r in responses] == ["/one", "/two"]
+        assert responses[0].json()["bytes"] == len(body)
+    run(test)
+
+
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"x", HEADER_END])).map(b"".join))
+def test_two_header_ends_is_a_count_of_two(data: bytes) -> None:
+    assert two_header_ends(data) == (data.count(HEADER_END) >= 2)
 
 
 # 2. URL and header limits
