@@ -1,8 +1,8 @@
 """A MigrationPolicy as matching and stamping need it: name, selectors, settings."""
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -20,15 +20,21 @@ SETTINGS = (
 EXPERIMENTAL = "experimental"
 
 
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """One policy. `has_selectors` false: it has no spec.selectors and applies to nothing."""
+NOTHING: Mapping[str, str] = MappingProxyType({})
+"""An empty selector or settings, shared (read-only)."""
+
+
+class Policy(NamedTuple):
+    """One policy. `has_selectors` false: it has no spec.selectors and applies to nothing.
+
+    A tuple, like AdmissionRequest: every validate review makes one (its name and
+    selectors), and a tuple is made in a third of a frozen dataclass's time."""
 
     name: str
-    namespace_selector: Mapping[str, str] = field(default_factory=dict)
-    vmi_selector: Mapping[str, str] = field(default_factory=dict)
+    namespace_selector: Mapping[str, str] = NOTHING
+    vmi_selector: Mapping[str, str] = NOTHING
     has_selectors: bool = True
-    settings: Mapping[str, str] = field(default_factory=dict)
+    settings: Mapping[str, str] = NOTHING
     """What the policy sets, as annotation values (`settings_of(spec)`), made once."""
 
     @property
@@ -102,8 +108,8 @@ def selectors_from_object(obj: Mapping[str, Any]) -> Policy:
     selectors = (obj.get("spec") or {}).get("selectors")
     if not isinstance(selectors, dict):
         return Policy(name=name, has_selectors=False)
-    return Policy(name=name, namespace_selector=selectors.get("namespaceSelector") or {},
-                  vmi_selector=selectors.get("virtualMachineInstanceSelector") or {})
+    return Policy(name, selectors.get("namespaceSelector") or NOTHING,
+                  selectors.get("virtualMachineInstanceSelector") or NOTHING)
 
 
 def _string_map(value: Any) -> bool:
