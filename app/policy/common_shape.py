@@ -101,9 +101,15 @@ def _has_valid_metadata(metadata: Any) -> bool:
     if type(name) is not str or len(name) > DNS1123_SUBDOMAIN_MAX_LENGTH or (
             not match_dns1123_subdomain(name)):
         return False
-    return all(strings is None or (type(strings) is dict and all(
-        type(value) is str for value in strings.values()))
-        for strings in (metadata.get("labels"), metadata.get("annotations")))
+    for strings in (metadata.get("labels"), metadata.get("annotations")):
+        if strings is None:
+            continue
+        if type(strings) is not dict:
+            return False
+        for value in strings.values():
+            if type(value) is not str:
+                return False
+    return True
 
 
 def _labels(selector: Mapping[Any, Any]) -> bool:

@@ -75,14 +75,14 @@ def field_value(value: object) -> str:
 
 def text_value(text: str) -> str:
     """A string field's value as one `key=value` token (`field_value` of a str)."""
-    if text and text.isprintable() and not (" " in text or '"' in text or "=" in text
-                                            or "\\" in text):
-        return text  # the common case, a name or a uid (every escaped character but the
-        # backslash is unprintable): a few scans in C, no copy
+    if text.isprintable() and not (" " in text or '"' in text or "=" in text
+                                   or "\\" in text):
+        return text or '""'  # the common case, a name or a uid (every escaped character
+        # but the backslash is unprintable): a few scans in C, no copy
     if _PLAIN_TOKEN(text):
         return text
     text = escape(text)
-    if not text or any(char in text for char in ' "='):
+    if any(char in text for char in ' "='):
         return '"' + text.replace('"', '\\"') + '"'
     return text
 
