@@ -5,7 +5,15 @@ import itertools
 import sys
 import threading
 
-from app.state.stores import SNAPSHOT_CHUNK, LabelStore, namespaced_key
+import pytest
+
+from app.state.stores import (
+    SNAPSHOT_ATTEMPTS,
+    SNAPSHOT_CHUNK,
+    LabelStore,
+    Object,
+    namespaced_key,
+)
 
 VM = {"metadata": {"namespace": "hpc", "name": "x", "labels": {"app": "db"}}}
 KEY = ("hpc", "x")
@@ -77,3 +85,39 @@ def test_a_snapshot_taken_while_objects_come_and_go_holds_every_object_that_stay
         stop.set()
         writer.join()
         sys.setswitchinterval(interval)
+
+
+@pytest.mark.parametrize("write", ["an object comes or goes", "an object is relabelled"])
+def test_a_snapshot_interrupted_at_every_attempt_is_copied_whole_in_one_step(write: str) -> None:
+    """A writer that changes the store during every chunked copy (here, from the copy's
+    own hashing of a key, so at a known point and without threads): after
+    SNAPSHOT_ATTEMPTS tries the labels are copied in one step, every object in it."""
+    writes = 0
+    interrupting = False
+
+    class Key(tuple[str, str]):
+        def __hash__(self) -> int:
+            nonlocal writes, interrupting
+            if interrupting:
+                interrupting = False  # the writer's own key is hashed too
+                writes += 1
+                if write == "an object comes or goes":
+                    churn: Object = {"metadata": {"namespace": "churn", "name": "p"}}
+                    store.apply("ADDED" if writes % 2 else "DELETED", churn)
+                else:
+                    store.apply("MODIFIED", {"metadata": {"namespace": "hpc", "name": "vm-0",
+                                                          "labels": {"n": str(writes)}}})
+                interrupting = True
+            return tuple.__hash__(self)
+
+    store = LabelStore(lambda obj: Key(namespaced_key(obj)))
+    stayed = [{"metadata": {"namespace": "hpc", "name": f"vm-{i}", "labels": {"n": str(i)}}}
+              for i in range(1, 10)]
+    store.replace(stayed)
+    store.apply("ADDED", {"metadata": {"namespace": "hpc", "name": "vm-0", "labels": {}}})
+    interrupting = True
+    copied = store.snapshot()
+    interrupting = False
+    assert writes >= SNAPSHOT_ATTEMPTS  # every chunked attempt was interrupted
+    assert all(copied[Key(namespaced_key(obj))] == obj["metadata"]["labels"] for obj in stayed)
+    assert copied == store.snapshot()
