@@ -8,6 +8,7 @@ budget is spent, and then says `at least`.
 """
 
 import functools
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ CHECK_EVERY = 16
 
 
 NOWHERE = range(0)
+EVERYWHERE = range(sys.maxsize)
+"""Longer than any span of `ClusterView`."""
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,15 @@ class ClusterView:
         if not selector:
             yield from self.namespaces
             return
-        rarest = min((self.by_pair.get(pair_key(key, value), NOWHERE)
-                      for key, value in selector.items()), key=len)
+        # the pair fewest namespaces have (a loop: `min(..., key=len)` cost 4,000
+        # instructions more, and every validate review looks twice)
+        by_pair = self.by_pair
         pairs = selector.items()
+        rarest = EVERYWHERE  # the first pair's span is shorter
+        for key, value in pairs:
+            span = by_pair.get(pair_key(key, value), NOWHERE)
+            if len(span) < len(rarest):
+                rarest = span
         namespaces = self.namespaces
         for namespace in self.indexed[rarest.start:rarest.stop]:
             if pairs <= namespaces[namespace].items():
