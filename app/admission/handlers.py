@@ -19,7 +19,13 @@ from app.admission.review import (
 from app.k8s.resources import MIGRATION_POLICIES, VIRTUAL_MACHINE_INSTANCE_MIGRATIONS
 from app.policy.annotations import POLICY_ANNOTATION, stamp_patch
 from app.policy.findings import MAX_WARNING_LENGTH, Cause
-from app.policy.impact import ClusterView, impact_warning, measure_impact, more_vmis_than
+from app.policy.impact import (
+    ClusterView,
+    Impact,
+    impact_warning,
+    measure_impact,
+    vmis_to_read,
+)
 from app.policy.model import Policy, selectors_of
 from app.policy.validation import check_policy
 from app.settings import Enforcement, Settings
@@ -121,12 +127,16 @@ class PolicyValidator:
         if view is None:
             return [IMPACT_LOADING]
         on_loop = on_event_loop()
-        if on_loop and more_vmis_than(candidate, view, IMPACT_ON_LOOP_VMIS):
+        to_read = vmis_to_read(candidate, view, IMPACT_ON_LOOP_VMIS)
+        if on_loop and to_read > IMPACT_ON_LOOP_VMIS:
             raise WouldBlock("the impact warning has many VMIs to read")
-        impact = measure_impact(
-            candidate, self.state.policies, view,
-            budget_seconds=IMPACT_ON_LOOP_SECONDS if on_loop
-            else IMPACT_BUDGET_SECONDS - IMPACT_ON_LOOP_SECONDS)
+        if not to_read and self.state.policies.get(candidate.name) is None:
+            impact = Impact()  # the usual new policy: no VMI in the namespaces it selects
+        else:
+            impact = measure_impact(
+                candidate, self.state.policies, view,
+                budget_seconds=IMPACT_ON_LOOP_SECONDS if on_loop
+                else IMPACT_BUDGET_SECONDS - IMPACT_ON_LOOP_SECONDS)
         if on_loop and not impact.complete:
             raise WouldBlock("the impact warning needs more than the event loop's share")
         return [impact_warning(impact, name=candidate.name,

@@ -134,9 +134,6 @@ def measure_impact(candidate: Policy, policies: PolicyIndex, view: ClusterView, 
     impact = Impact()
     name = candidate.name
     stored = policies.get(name)
-    if stored is None and next(view.namespaces_matching(candidate.namespace_selector),
-                               None) is None:
-        return impact  # the usual new policy of a namespace selector no namespace matches
     deadline = clock() + budget_seconds
     if candidate.has_selectors:
         _measure_matches(impact, candidate, policies,
@@ -186,17 +183,17 @@ def _measure_matches(impact: Impact, candidate: Policy, policies: PolicyIndex,
             impact.kept_by[rival.name] = impact.kept_by.get(rival.name, 0) + 1
 
 
-def more_vmis_than(candidate: Policy, view: ClusterView, limit: int) -> bool:
-    """Whether the namespaces the candidate's namespace selector matches hold more than
-    `limit` VMIs: what a pass would read at most (counted until it is known)."""
+def vmis_to_read(candidate: Policy, view: ClusterView, limit: int) -> int:
+    """The VMIs a measure of the candidate reads first: those of the namespaces its
+    namespace selector matches, counted until there are more than `limit`."""
     if not candidate.has_selectors:
-        return False
+        return 0
     found = 0
     for namespace in view.namespaces_matching(candidate.namespace_selector):
         found += view.count_in(namespace)
         if found > limit:
-            return True
-    return False
+            break
+    return found
 
 
 def _applicable_vmis(candidate: Policy, view: ClusterView) -> Iterator[tuple[Labels, Labels]]:
