@@ -8,6 +8,7 @@ Holds no global state: `create_service` builds everything a `serve` needs.
 import asyncio
 import contextlib
 import gc
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 import orjson
@@ -93,16 +94,16 @@ class AdmissionDispatcher:
             for path in endpoints
         }
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The awaitable of the app that answers (not a coroutine of its own: one frame
+        less on every request)."""
         if scope["type"] == "http":
             endpoint = self.endpoints.get(scope["path"])
             if endpoint is not None:
                 if scope["method"] == "POST":
-                    await endpoint(scope, receive, send)
-                else:
-                    await _send_405(send, *self._not_allowed[scope["path"]])
-                return
-        await self.fallback(scope, receive, send)
+                    return endpoint(scope, receive, send)
+                return _send_405(send, *self._not_allowed[scope["path"]])
+        return self.fallback(scope, receive, send)
 
 
 async def _send_405(send: Send, status: int, body: bytes) -> None:
