@@ -15,7 +15,7 @@ from app.admission.answer import Answer, answer_review
 from app.admission.handlers import Handler, is_enforcement_warning
 from app.admission.review import Decision, ReviewError
 from app.policy.annotations import POLICY_ANNOTATION
-from app.serving.asgi import Receive, Scope, Send
+from app.serving.asgi import Message, Receive, Scope, Send
 from app.serving.metrics import Metrics
 from app.serving.review_log import ReviewLog
 from app.state import WouldBlock
@@ -91,7 +91,9 @@ class ReviewEndpoint:
                 answered = self._review(body)
             except WouldBlock:  # a lookup must call the API: not on the event loop
                 answered = await asyncio.to_thread(self._review, body)
-        await _send(send, *self._finish(answered, started))
+        status, body = self._finish(answered, started)
+        await send(_head(status, body))  # the two awaits in line: no coroutine of their own
+        await send({"type": "http.response.body", "body": body})
 
     def client_gone(self) -> None:
         """The client hung up before its whole body arrived."""
@@ -164,7 +166,9 @@ class ReviewEndpoint:
 
     async def _send_error(self, send: Send, status: int, message: str) -> None:
         self._bad[status].inc()
-        await _send(send, *json_error(status, message))
+        status, body = json_error(status, message)
+        await send(_head(status, body))
+        await send({"type": "http.response.body", "body": body})
 
 
 def _accepted_type(content_type: bytes) -> bool:
@@ -182,10 +186,10 @@ def _outcome(decision: Decision) -> str:
     return "warned" if is_enforcement_warning(decision) else "allowed"
 
 
-async def _send(send: Send, status: int, body: bytes) -> None:
-    await send({
+def _head(status: int, body: bytes) -> Message:
+    """The start of a JSON answer of `body`."""
+    return {
         "type": "http.response.start",
         "status": status,
         "headers": [(b"content-type", JSON), (b"content-length", str(len(body)).encode())],
-    })
-    await send({"type": "http.response.body", "body": body})
+    }
