@@ -54,12 +54,17 @@ loaded machine; the wait ends as soon as it is seen."""
 
 # --max-body-bytes 1 MiB: the body limit moves, the body budget stays 32 MiB.
 
+def with_max_body_bytes(tmp_path_factory: pytest.TempPathFactory,
+                        size: int) -> Iterator[RunningService]:
+    """`--max-body-bytes SIZE`, with a read deadline the test's held bodies never reach."""
+    with running_service(tmp_path_factory.mktemp(f"max-body-{size}"), [
+            "--max-body-bytes", str(size), "--request-read-timeout", "120"]) as running:
+        yield running
+
+
 @pytest.fixture(scope="module")
 def one_mib(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
-    """`--max-body-bytes 1048576`, with a read deadline the test's held bodies never reach."""
-    with running_service(tmp_path_factory.mktemp("one-mib"), [
-            "--max-body-bytes", "1048576", "--request-read-timeout", "120"]) as running:
-        yield running
+    yield from with_max_body_bytes(tmp_path_factory, MIB)
 
 
 def test_a_max_body_bytes_of_1_mib_reads_1_mib_and_refuses_one_byte_more(
@@ -112,9 +117,7 @@ def test_below_32_mib_the_body_budget_stays_32_mib(one_mib: RunningService) -> N
 
 @pytest.fixture(scope="module")
 def forty_mib(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
-    with running_service(tmp_path_factory.mktemp("forty-mib"), [
-            "--max-body-bytes", "41943040", "--request-read-timeout", "120"]) as running:
-        yield running
+    yield from with_max_body_bytes(tmp_path_factory, 40 * MIB)
 
 
 def test_a_max_body_bytes_over_32_mib_raises_the_body_budget_to_it(
