@@ -84,6 +84,18 @@ def test_an_update_that_moves_a_policy_off_its_vmis(client: httpx.Client) -> Non
     assert impact_of(response) == ["impact: matches no VMI now; governs 1 now"]
 
 
+def test_an_update_that_moves_a_policy_to_namespaces_without_vmis(client: httpx.Client) -> None:
+    """Changed to select namespaces no namespace matches, it has no VMI to read, but its
+    stored version governs web-vmi: still `governs 1 now`. Catches the shortcut for a policy
+    with nothing to read taken for one that is stored."""
+    web = {"namespaceSelector": {"env": "prod"},
+           "virtualMachineInstanceSelector": {"app": "web"}}
+    review = policy_review("web-app-policy", {"namespaceSelector": {"env": "nowhere"}},
+                           operation="UPDATE", old_selectors=web)
+    response = post_review(client, VALIDATE, review, allowed=True)
+    assert impact_of(response) == ["impact: matches no VMI now; governs 1 now"]
+
+
 def test_a_new_policy_takes_a_vmi_from_the_tie_break_winner(client: httpx.Client) -> None:
     """Score 3 on web-vmi: it beats web-app-policy (score 2), which governs it now."""
     review = policy_review("web-team-app", {
