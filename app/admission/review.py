@@ -178,21 +178,11 @@ def _request(api_version: str, uid: str, request: Mapping[str, Any]) -> Admissio
     if operation not in OPERATIONS:
         raise ValueError(f"request.operation must be one of {', '.join(OPERATIONS)}, "
                          f"got {_shown(operation)}")
-    # each part checked in line: helpers cost a review a call apiece
-    name = request.get("name", "")
-    if not isinstance(name, str):
-        raise ValueError(f"request.name must be a string, got {_shown(name)}")
-    namespace = request.get("namespace", "")
-    if not isinstance(namespace, str):
-        raise ValueError(f"request.namespace must be a string, got {_shown(namespace)}")
-    obj = request.get("object")
-    if obj is not None and not isinstance(obj, dict):
-        raise ValueError(f"request.object must be a JSON object, got {_shown(obj)}")
-    old = request.get("oldObject")
-    if old is not None and not isinstance(old, dict):
-        raise ValueError(f"request.oldObject must be a JSON object, got {_shown(old)}")
-    return AdmissionRequest(api_version, uid, operation, _resource(request.get("resource")),
-                            name, namespace, obj, old)
+    return AdmissionRequest(
+        api_version, uid, operation, _resource(request.get("resource")),
+        _string(request, "name"), _string(request, "namespace"),
+        _object(request, "object"), _object(request, "oldObject"),
+    )
 
 
 def _resource(value: Any) -> GroupVersionResource:
@@ -204,6 +194,20 @@ def _resource(value: Any) -> GroupVersionResource:
     ):
         return {"group": group, "version": version, "resource": resource}
     raise ValueError("request.resource is missing: an object with group, version and resource")
+
+
+def _string(request: Mapping[str, Any], key: str) -> str:
+    value = request.get(key, "")
+    if not isinstance(value, str):
+        raise ValueError(f"request.{key} must be a string, got {_shown(value)}")
+    return value
+
+
+def _object(request: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+    value = request.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"request.{key} must be a JSON object, got {_shown(value)}")
+    return value
 
 
 def _shown(value: Any) -> str:
